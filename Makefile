@@ -1,0 +1,39 @@
+# One target per habit. `make test` installs what it needs (tools/setup.sh), so a fresh clone
+# needs only the Rust toolchain, Python 3 and npm.
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: setup setup-lint fmt fmt-check lint lint-infra build test bench demo explain clean-venv
+
+setup:
+	bash tools/setup.sh
+
+setup-lint:
+	bash tools/setup-linters.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+lint-infra: setup-lint
+	bash tools/lint-infra.sh
+
+lint: fmt-check lint-infra
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+build: setup
+	$(CARGO) build --workspace --all-targets
+
+# Everything in one profile and one feature set (see crates/workspace-hack), built once.
+test: setup lint build
+	$(CARGO) test --workspace --all-targets --no-fail-fast
+
+bench: setup
+	$(CARGO) bench --workspace --bench webhook_decision -- --noplot
+	python3 tools/bench_table.py target/criterion
+
+demo: setup
+	bash tools/demo.sh

@@ -1,0 +1,9 @@
+//! Hangar's core: pure domain logic. No AWS, no Lambda, no HTTP; everything here is a function of
+//! plain values, and the outside world is reached through the traits in [`ports`].
+
+pub mod config;
+pub mod ids;
+pub mod message;
+pub mod ports;
+pub mod secret;
+pub mod state;
