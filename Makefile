@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: setup setup-lint fmt fmt-check lint lint-infra build test bench demo explain clean-venv
+.PHONY: deploy setup setup-lint fmt fmt-check lint lint-infra build test bench demo explain clean-venv
 
 setup:
 	bash tools/setup.sh
@@ -37,3 +37,6 @@ bench: setup
 
 demo: setup
 	bash tools/demo.sh
+
+deploy:
+	cd infra && sam build --beta-features && sam deploy --guided

@@ -2,6 +2,7 @@
 //! plain values, and the outside world is reached through the traits in [`ports`].
 
 pub mod config;
+pub mod planner;
 pub mod ids;
 pub mod message;
 pub mod ports;

@@ -1,1 +1,6 @@
-//! placeholder
+//! placeholder: filled in by its issue.
+
+/// Entry point for `hangar-sim github`.
+pub async fn cli_main(_args: Vec<String>) -> anyhow::Result<()> {
+    anyhow::bail!("not yet implemented")
+}
