@@ -5,6 +5,7 @@ pub mod config;
 pub mod planner;
 pub mod ids;
 pub mod message;
+pub mod metrics;
 pub mod ports;
 pub mod secret;
 pub mod state;
