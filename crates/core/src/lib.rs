@@ -2,10 +2,15 @@
 //! plain values, and the outside world is reached through the traits in [`ports`].
 
 pub mod config;
-pub mod planner;
+pub mod decision;
+pub mod emf;
+pub mod event;
 pub mod ids;
 pub mod message;
 pub mod metrics;
+pub mod planner;
 pub mod ports;
+pub mod routing;
 pub mod secret;
+pub mod signature;
 pub mod state;
