@@ -110,7 +110,7 @@ fn yes() -> bool {
 }
 
 /// A warm-pool size per schedule window, evaluated in `timezone`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WarmPoolConfig {
     /// Size outside every window.
@@ -121,6 +121,12 @@ pub struct WarmPoolConfig {
     pub timezone: String,
     #[serde(default)]
     pub schedule: Vec<WarmWindow>,
+}
+
+impl Default for WarmPoolConfig {
+    fn default() -> Self {
+        Self { size: 0, timezone: default_tz(), schedule: vec![] }
+    }
 }
 
 fn default_tz() -> String {
@@ -218,7 +224,8 @@ impl Config {
         if self.organization.trim().is_empty() {
             return Err(invalid("organization", "must not be empty"));
         }
-        if !self.github.api_url.starts_with("https://") && !self.github.api_url.starts_with("http://127.0.0.1")
+        if !self.github.api_url.starts_with("https://")
+            && !self.github.api_url.starts_with("http://127.0.0.1")
         {
             return Err(invalid("github.api_url", "must be an https:// URL (http only for 127.0.0.1)"));
         }
@@ -292,7 +299,10 @@ impl Config {
             }
             for r in &p.repositories {
                 if !(r == "*" || r.split_once('/').is_some_and(|(o, n)| !o.is_empty() && !n.is_empty())) {
-                    return Err(invalid(at("repositories"), format!("`{r}` is not `owner/name`, `owner/*` or `*`")));
+                    return Err(invalid(
+                        at("repositories"),
+                        format!("`{r}` is not `owner/name`, `owner/*` or `*`"),
+                    ));
                 }
             }
         }

@@ -59,7 +59,15 @@ pub struct DecisionBody<'a> {
 
 impl Decision {
     fn new(status: u16, action: Action, reason: impl Into<String>) -> Self {
-        Self { status, action, pool: None, reason: reason.into(), job_id: None, message: None, metrics: vec![] }
+        Self {
+            status,
+            action,
+            pool: None,
+            reason: reason.into(),
+            job_id: None,
+            message: None,
+            metrics: vec![],
+        }
     }
 
     fn reject(status: u16, code: &'static str, reason: impl Into<String>) -> Self {
@@ -117,7 +125,11 @@ impl Decider {
 
     pub fn decide(&self, req: &WebhookRequest<'_>) -> Decision {
         if !req.method.eq_ignore_ascii_case("POST") {
-            return Decision::reject(405, "method", format!("method {} not allowed; GitHub POSTs", req.method));
+            return Decision::reject(
+                405,
+                "method",
+                format!("method {} not allowed; GitHub POSTs", req.method),
+            );
         }
         if req.body.len() > self.max_body_bytes {
             return Decision::reject(
@@ -153,10 +165,18 @@ impl Decider {
                 return Decision::reject(
                     415,
                     "content-type",
-                    format!("content type `{ct}` is not application/json; set the webhook's content type to JSON"),
+                    format!(
+                        "content type `{ct}` is not application/json; set the webhook's content type to JSON"
+                    ),
                 )
             }
-            Ok(None) => return Decision::reject(415, "content-type", "missing Content-Type; expected application/json"),
+            Ok(None) => {
+                return Decision::reject(
+                    415,
+                    "content-type",
+                    "missing Content-Type; expected application/json",
+                )
+            }
             Err(e) => return Decision::reject(415, "content-type", e),
         }
         if event != "workflow_job" {
@@ -205,7 +225,8 @@ impl Decider {
             created_at: job.created_at,
             delivery_id: delivery,
         });
-        let mut d = Decision::new(202, Action::Enqueue, format!("queued job {} for pool {}", job.id, pool.name));
+        let mut d =
+            Decision::new(202, Action::Enqueue, format!("queued job {} for pool {}", job.id, pool.name));
         d.metrics.push(MetricRecord::count(names::JOBS_QUEUED, Some(&pool.name), 1.0));
         d.pool = Some(pool.name.clone());
         d.message = Some(msg);
@@ -229,7 +250,7 @@ impl Decider {
         let mut metrics = Vec::with_capacity(2);
         let msg = if ev.action == WorkflowJobAction::InProgress {
             metrics.push(MetricRecord::count(names::JOBS_STARTED, Some(name), 1.0));
-            if let Some(ms) = millis_between(Some(job.created_at), job.started_at) {
+            if let Some(ms) = millis_between(job.created_at, job.started_at) {
                 metrics.push(MetricRecord::millis(names::QUEUE_WAIT_MS, Some(name), ms));
             }
             QueueMessage::JobStarted(JobStarted {

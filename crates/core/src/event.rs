@@ -72,7 +72,9 @@ pub struct WorkflowJob {
     pub labels: Vec<String>,
     #[serde(default)]
     pub runner_name: Option<RunnerName>,
-    pub created_at: DateTime<Utc>,
+    /// Absent from some older payloads (GitHub's own `in_progress` example lacks it).
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default)]
@@ -122,7 +124,8 @@ pub enum ParseError {
 
 impl WorkflowJobEvent {
     pub fn parse(body: &[u8]) -> Result<Self, ParseError> {
-        let ev: WorkflowJobEvent = serde_json::from_slice(body).map_err(|e| ParseError::Model(e.to_string()))?;
+        let ev: WorkflowJobEvent =
+            serde_json::from_slice(body).map_err(|e| ParseError::Model(e.to_string()))?;
         let labels = &ev.workflow_job.labels;
         if labels.len() > MAX_JOB_LABELS {
             return Err(ParseError::TooManyLabels(labels.len()));

@@ -31,7 +31,8 @@ pub struct JobRef {
     #[serde(default)]
     pub installation_id: Option<InstallationId>,
     pub labels: Vec<String>,
-    pub created_at: DateTime<Utc>,
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub delivery_id: Option<DeliveryId>,
 }
