@@ -2,7 +2,9 @@
 //! `hangar-aws` and `hangar-github` implement them; tests may implement them with plain values.
 
 use crate::config::{CapacityType, PoolConfig};
-use crate::ids::{InstallationId, InstanceId, JobId, PoolName, RepoFullName, RunnerGroupId, RunnerId, RunnerName};
+use crate::ids::{
+    InstallationId, InstanceId, JobId, PoolName, RepoFullName, RunnerGroupId, RunnerId, RunnerName,
+};
 use crate::secret::Secret;
 use crate::state::{Lifecycle, ObservedInstance};
 use async_trait::async_trait;

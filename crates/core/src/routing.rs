@@ -82,7 +82,9 @@ impl Router {
             let extra = pool.labels.len() - wanted.len();
             let better = match best {
                 None => true,
-                Some((b, b_extra)) => pool.priority > b.priority || (pool.priority == b.priority && extra < b_extra),
+                Some((b, b_extra)) => {
+                    pool.priority > b.priority || (pool.priority == b.priority && extra < b_extra)
+                }
             };
             if better {
                 best = Some((pool, extra));
