@@ -1,1 +1,751 @@
-//! The scaling planner: pool state and events in, actions out. Filled in by issue #4.
+//! The scaling planner: pool state and events in, actions out. Pure: no I/O, no clock (the time
+//! is an input), so every rule is checked by plain-value tests and property tests.
+//!
+//! # Model
+//! EC2 tags are the only state. An instance carries a lifecycle (`pending`, `idle`, `busy`,
+//! `draining`) and, optionally, a job id. A job id on a `busy` instance is the job it runs; on a
+//! `pending` or `idle` instance it is an *earmark*: the instance was launched for, or set aside
+//! for, that queued job. Earmarks are what make the planner exact across batches:
+//! - a redelivered `ScaleUp` for a job whose id is already on any instance launches nothing;
+//! - free capacity (pending/idle, no job id) covering a queued job is earmarked for it, so the next
+//!   batch does not count the same idle runner twice;
+//! - GitHub gives a job to *any* matching runner, so when job J starts on an instance earmarked
+//!   for K, K's earmark moves to the instance that was earmarked for J (the counts stay exact).
+//!
+//! # Executing a plan
+//! Actions come ordered: terminations, parameter deletions, deregistrations, tags, re-runs,
+//! launches. Launch headroom counts the instances this plan terminates as gone, so execute
+//! terminations first and, if one fails, skip the launches (the next invocation re-plans).
+//! `Earmark`/`TagBusy` map to `Fleet::set_lifecycle`; `job: None` must remove the `hangar:job-id`
+//! tag. A `Launch` for jobs must tag each new instance with one of `jobs` (at launch, or with
+//! `set_lifecycle(id, Pending, Some(job))` right after).
+//!
+//! # What the planner needs to see
+//! `instances` should include shutting-down and terminated instances that EC2 still lists: they
+//! never count toward `max_runners`, but their job ids stop a redelivered job from launching again
+//! and their `interrupted` flag is what triggers a spot re-run once the job's failure arrives.
+
+use crate::config::{parse_hhmm, weekday_index, PoolConfig, WarmPoolConfig};
+use crate::ids::{InstanceId, JobId, RepoFullName, RunId, RunnerId, RunnerName};
+use crate::message::QueueMessage;
+use crate::metrics::{names, MetricRecord};
+use crate::ports::{LaunchReason, RegisteredRunner, StoredJit};
+use crate::state::{Ec2State, Lifecycle, ObservedInstance};
+use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+
+/// A JIT parameter (or a runner registration) younger than this whose instance is not listed
+/// yet is left alone: `DescribeInstances` is eventually consistent, and the scaler writes the
+/// parameter right after CreateFleet returns.
+pub const FRESH_GRACE_SECS: i64 = 120;
+
+/// Metric names the planner adds to those in [`crate::metrics::names`].
+pub mod metric_names {
+    /// Queued jobs left without capacity because the pool is at `max_runners`.
+    pub const POOL_AT_MAX: &str = "PoolAtMax";
+    /// Idle runners terminated after the idle timeout (above the warm target, or earmarked for
+    /// a job that never took them).
+    pub const IDLE_TERMINATED: &str = "IdleTerminated";
+    pub const RUNNERS_DEREGISTERED: &str = "RunnersDeregistered";
+    pub const JIT_PARAMETERS_DELETED: &str = "JitParametersDeleted";
+    /// Jobs re-run because a spot interruption killed their runner.
+    pub const SPOT_RERUNS: &str = "SpotReruns";
+}
+
+/// Which invocation is planning. Both handle the messages given; only `Reconcile` applies the
+/// time-based rules (boot and idle timeouts, draining and stopped instances) and cleans up
+/// parameters and runners, because only reconcile reads GitHub's runner list: without it a
+/// healthy runner whose boot agent never tags it `idle` looks exactly like one that never booted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    HandleBatch,
+    Reconcile,
+}
+
+/// Everything the planner looks at, for one pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInput<'a> {
+    pub mode: Mode,
+    pub now: DateTime<Utc>,
+    pub pool: &'a PoolConfig,
+    /// The pool's instances, from EC2 tags (see the module docs on terminated ones).
+    pub instances: &'a [ObservedInstance],
+    /// This batch's messages for the pool, in queue order. Messages for other pools are ignored.
+    pub messages: &'a [QueueMessage],
+    /// GitHub's registered runners (all of the organisation's are fine: only runners Hangar
+    /// named for this pool are considered). Reconcile only; `None` on the hot path.
+    pub runners: Option<&'a [RegisteredRunner]>,
+    /// Stored JIT parameters. Reconcile only.
+    pub jit_parameters: Option<&'a [StoredJit]>,
+}
+
+impl<'a> PlanInput<'a> {
+    pub fn batch(
+        pool: &'a PoolConfig,
+        instances: &'a [ObservedInstance],
+        messages: &'a [QueueMessage],
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self { mode: Mode::HandleBatch, now, pool, instances, messages, runners: None, jit_parameters: None }
+    }
+
+    pub fn reconcile(
+        pool: &'a PoolConfig,
+        instances: &'a [ObservedInstance],
+        runners: Option<&'a [RegisteredRunner]>,
+        jit_parameters: Option<&'a [StoredJit]>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self { mode: Mode::Reconcile, now, pool, instances, messages: &[], runners, jit_parameters }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TerminateReason {
+    /// The runner finished its job (ephemeral runners terminate themselves; this is the backstop).
+    JobCompleted,
+    /// A spot interruption warning arrived for an instance that is not running a job.
+    SpotInterrupted,
+    /// Tagged `draining`: it takes no new job.
+    Draining,
+    /// Stopped or stopping, not busy, older than the boot timeout: it occupies a slot for nothing.
+    Stopped,
+    /// Never registered nor ran a job within the boot timeout.
+    BootTimeout,
+    /// Idle longer than the idle timeout and above the warm target.
+    IdleTimeout,
+}
+
+impl TerminateReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TerminateReason::JobCompleted => "job-completed",
+            TerminateReason::SpotInterrupted => "spot-interrupted",
+            TerminateReason::Draining => "draining",
+            TerminateReason::Stopped => "stopped",
+            TerminateReason::BootTimeout => "boot-timeout",
+            TerminateReason::IdleTimeout => "idle-timeout",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerRef {
+    pub id: RunnerId,
+    pub name: RunnerName,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// `ec2:TerminateInstances`. Never holds an instance running a job.
+    Terminate { ids: Vec<InstanceId>, reason: TerminateReason },
+    /// `ssm:DeleteParameters` for these instances' JIT parameters.
+    DeleteParameters { ids: Vec<InstanceId> },
+    /// Delete these runners from GitHub (all named by Hangar for this pool, none busy).
+    DeregisterRunners { runners: Vec<RunnerRef> },
+    /// Tag the instance `busy` with the job it runs.
+    TagBusy { instance: InstanceId, job: JobId },
+    /// Set (or with `None`, remove) the instance's job id, keeping its lifecycle tag.
+    Earmark { instance: InstanceId, lifecycle: Lifecycle, job: Option<JobId> },
+    /// Re-run a job whose spot-interrupted runner died under it.
+    RerunJob { repository: RepoFullName, job: JobId, run_id: RunId, run_attempt: u32 },
+    /// Launch `count` instances. For `LaunchReason::Job`, `jobs.len() == count` and each new
+    /// instance carries one of these job ids. `idempotency_key` is stable for the same request
+    /// (CreateFleet `ClientToken`, at most 64 characters).
+    Launch { count: u32, reason: LaunchReason, jobs: Vec<JobId>, idempotency_key: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    /// Queued jobs that got neither a free runner nor a launch because the pool is at
+    /// `max_runners`. Nothing remembers them: the scaler should report their messages as failed
+    /// so that SQS redelivers them once capacity frees up.
+    pub unserved: Vec<JobId>,
+    pub warm_target: u32,
+    pub metrics: Vec<MetricRecord>,
+}
+
+impl Plan {
+    /// Instances this plan launches, over all `Launch` actions.
+    pub fn launch_count(&self) -> u32 {
+        self.actions.iter().map(|a| if let Action::Launch { count, .. } = a { *count } else { 0 }).sum()
+    }
+
+    /// Every instance this plan terminates.
+    pub fn terminated(&self) -> impl Iterator<Item = &InstanceId> {
+        self.actions.iter().flat_map(|a| match a {
+            Action::Terminate { ids, .. } => ids.as_slice(),
+            _ => &[],
+        })
+    }
+
+    /// True when the plan changes nothing in AWS or GitHub (metrics aside).
+    pub fn is_noop(&self) -> bool {
+        self.actions.is_empty()
+    }
+
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        self.metrics.iter().find(|m| m.name == name).map(|m| m.value)
+    }
+}
+
+/// The warm-pool size in force at `now`: the largest window containing the local time (in the
+/// pool's timezone), else `size`; never above `max_runners`. An unknown timezone (which config
+/// validation rejects) falls back to UTC rather than failing the scaler.
+pub fn warm_target(cfg: &WarmPoolConfig, max_runners: u32, now: DateTime<Utc>) -> u32 {
+    let tz: chrono_tz::Tz = cfg.timezone.parse().unwrap_or(chrono_tz::UTC);
+    let local = now.with_timezone(&tz);
+    let day = local.weekday().num_days_from_monday();
+    let minute = local.hour() * 60 + local.minute();
+    let in_window = cfg.schedule.iter().filter(|w| {
+        let (Some(from), Some(to)) = (parse_hhmm(&w.from), parse_hhmm(&w.to)) else { return false };
+        let day_ok = w.days.is_empty() || w.days.iter().any(|d| weekday_index(d) == Some(day));
+        day_ok && from <= minute && minute < to
+    });
+    in_window.map(|w| w.size).max().unwrap_or(cfg.size).min(max_runners)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// Shutting down or terminated: history only.
+    Gone,
+    Busy,
+    Draining,
+    Idle,
+    Pending,
+}
+
+#[derive(Debug)]
+struct Slot<'a> {
+    inst: &'a ObservedInstance,
+    status: Status,
+    /// Stopped or stopping: counts toward the cap, serves nothing.
+    parked: bool,
+    job: Option<JobId>,
+    /// Became busy through an event in this batch (so it needs a `busy` tag).
+    started: bool,
+    completed: bool,
+    terminate: Option<TerminateReason>,
+}
+
+impl Slot<'_> {
+    fn alive(&self) -> bool {
+        self.status != Status::Gone
+    }
+    fn holds_earmark(&self) -> bool {
+        matches!(self.status, Status::Idle | Status::Pending | Status::Draining) && self.job.is_some()
+    }
+    /// Can take a queued job, and is not set aside for one.
+    fn free(&self) -> bool {
+        matches!(self.status, Status::Idle | Status::Pending)
+            && !self.parked
+            && !self.inst.interrupted
+            && self.job.is_none()
+            && self.terminate.is_none()
+    }
+    fn age(&self, now: DateTime<Utc>) -> Duration {
+        now - self.inst.launched_at
+    }
+}
+
+struct Planner<'a> {
+    input: &'a PlanInput<'a>,
+    slots: Vec<Slot<'a>>,
+    by_id: HashMap<&'a InstanceId, usize>,
+    /// Jobs this batch says have started or completed: they need no capacity.
+    settled: HashSet<JobId>,
+    /// Queued jobs in first-seen order (queued messages, then jobs whose earmark was taken).
+    demand: Vec<JobId>,
+    /// Jobs whose instance died before they started: re-homed on free capacity, never launched
+    /// for again (each job gets at most one launch).
+    rehome: Vec<JobId>,
+    reruns: Vec<Action>,
+    rerun_seen: HashSet<(JobId, u32)>,
+}
+
+enum Runner {
+    /// An instance of this pool that EC2 lists.
+    Ours(usize),
+    /// Not an instance we can see (another pool, a foreign runner, none named, or vanished).
+    Elsewhere,
+}
+
+/// Plans one pool. See the module docs for the model and how to execute the result.
+pub fn plan(input: &PlanInput<'_>) -> Plan {
+    let mut p = Planner::new(input);
+    p.apply_messages();
+    p.finish()
+}
+
+impl<'a> Planner<'a> {
+    fn new(input: &'a PlanInput<'a>) -> Self {
+        let pool = &input.pool.name;
+        let runners_by_instance: HashMap<InstanceId, &RegisteredRunner> = input
+            .runners
+            .unwrap_or(&[])
+            .iter()
+            .filter(|r| r.name.pool().as_ref() == Some(pool))
+            .filter_map(|r| r.name.instance_id().map(|id| (id, r)))
+            .collect();
+        let mut slots = Vec::with_capacity(input.instances.len());
+        let mut by_id = HashMap::with_capacity(input.instances.len());
+        for inst in input.instances.iter().filter(|i| &i.pool == pool) {
+            // Duplicate ids (a describe paginated twice over the same instance) are one instance.
+            if by_id.contains_key(&inst.id) {
+                continue;
+            }
+            let runner = runners_by_instance.get(&inst.id);
+            let parked = matches!(inst.ec2_state, Ec2State::Stopped | Ec2State::Stopping);
+            let status = if !inst.ec2_state.counts_toward_cap() {
+                Status::Gone
+            } else if inst.lifecycle == Lifecycle::Busy || runner.is_some_and(|r| r.busy) {
+                Status::Busy
+            } else if inst.lifecycle == Lifecycle::Draining {
+                Status::Draining
+            } else if inst.lifecycle == Lifecycle::Idle || runner.is_some_and(|r| r.online) {
+                Status::Idle
+            } else {
+                Status::Pending
+            };
+            by_id.insert(&inst.id, slots.len());
+            slots.push(Slot {
+                inst,
+                status,
+                parked,
+                job: inst.job_id,
+                started: false,
+                completed: false,
+                terminate: None,
+            });
+        }
+        Self {
+            input,
+            slots,
+            by_id,
+            settled: HashSet::new(),
+            demand: Vec::new(),
+            rehome: Vec::new(),
+            reruns: Vec::new(),
+            rerun_seen: HashSet::new(),
+        }
+    }
+
+    fn resolve(&self, runner: Option<&RunnerName>, job: JobId) -> Runner {
+        match runner {
+            Some(name) => match name.instance_id().and_then(|id| self.by_id.get(&id)) {
+                Some(&i) if name.pool().as_ref() == Some(&self.input.pool.name) => Runner::Ours(i),
+                _ => Runner::Elsewhere,
+            },
+            // A webhook without `runner_name`: the instance already tagged busy with the job.
+            None => self
+                .slots
+                .iter()
+                .position(|s| s.status == Status::Busy && s.job == Some(job))
+                .map_or(Runner::Elsewhere, Runner::Ours),
+        }
+    }
+
+    /// Job `job` runs on slot `x`. If `x` was earmarked for another job K, K's claim moves to
+    /// the instance that was earmarked for `job`, or, if there is none, K needs capacity again.
+    fn assign(&mut self, job: JobId, x: usize) {
+        let slot = &mut self.slots[x];
+        if slot.status == Status::Busy && slot.job == Some(job) {
+            return;
+        }
+        let displaced = if slot.status == Status::Busy { None } else { slot.job.filter(|k| *k != job) };
+        slot.status = Status::Busy;
+        slot.job = Some(job);
+        slot.started = true;
+        self.release_earmarks(job, displaced);
+    }
+
+    /// `job` no longer needs the capacity earmarked for it; hand it to `heir` (a job that lost its
+    /// own instance) or free it.
+    fn release_earmarks(&mut self, job: JobId, mut heir: Option<JobId>) {
+        for s in self.slots.iter_mut().filter(|s| s.holds_earmark() && s.job == Some(job)) {
+            s.job = heir.take();
+        }
+        if let Some(k) = heir {
+            self.demand.push(k);
+        }
+    }
+
+    fn apply_messages(&mut self) {
+        let pool = &self.input.pool.name;
+        for msg in self.input.messages.iter().filter(|m| m.pool() == pool) {
+            match msg {
+                QueueMessage::ScaleUp(j) => self.demand.push(j.job_id),
+                QueueMessage::JobStarted(s) => {
+                    self.settled.insert(s.job_id);
+                    match self.resolve(s.runner_name.as_ref(), s.job_id) {
+                        Runner::Ours(x) if self.slots[x].alive() => self.assign(s.job_id, x),
+                        _ => self.release_earmarks(s.job_id, None),
+                    }
+                }
+                QueueMessage::JobCompleted(c) => {
+                    self.settled.insert(c.job_id);
+                    let at = self.resolve(c.runner_name.as_ref(), c.job_id);
+                    match at {
+                        Runner::Ours(x) if self.slots[x].alive() => {
+                            self.assign(c.job_id, x);
+                            self.slots[x].completed = true;
+                        }
+                        _ => self.release_earmarks(c.job_id, None),
+                    }
+                    if let Runner::Ours(x) = at {
+                        self.consider_rerun(c, x);
+                    }
+                }
+            }
+        }
+    }
+
+    fn consider_rerun(&mut self, c: &crate::message::JobCompleted, x: usize) {
+        let inst = self.slots[x].inst;
+        let failed = matches!(c.conclusion.as_deref(), Some("failure" | "cancelled"));
+        // Attempt n follows n-1 re-runs; allow another while fewer than the bound were made.
+        let within_bound = c.run_attempt >= 1 && c.run_attempt <= self.input.pool.max_spot_reruns;
+        if inst.interrupted && failed && within_bound && self.rerun_seen.insert((c.job_id, c.run_attempt)) {
+            self.reruns.push(Action::RerunJob {
+                repository: c.repository.clone(),
+                job: c.job_id,
+                run_id: c.run_id,
+                run_attempt: c.run_attempt,
+            });
+        }
+    }
+
+    fn mark_terminations(&mut self) {
+        let input = self.input;
+        let cfg = input.pool;
+        let reconcile = input.mode == Mode::Reconcile;
+        let boot = Duration::seconds(cfg.boot_timeout_secs.min(i64::MAX as u64) as i64);
+        let runners_known = input.runners.is_some();
+        for s in self.slots.iter_mut().filter(|s| s.alive()) {
+            let not_busy = s.status != Status::Busy;
+            s.terminate = if s.completed {
+                Some(TerminateReason::JobCompleted)
+            } else if not_busy && s.inst.interrupted {
+                Some(TerminateReason::SpotInterrupted)
+            } else if !reconcile || !not_busy {
+                None
+            } else if s.status == Status::Draining {
+                Some(TerminateReason::Draining)
+            } else if s.parked && s.age(input.now) > boot {
+                Some(TerminateReason::Stopped)
+            } else if runners_known && s.status == Status::Pending && !s.parked && s.age(input.now) > boot {
+                Some(TerminateReason::BootTimeout)
+            } else {
+                None
+            };
+            // A job waiting on an instance that a spot reclaim takes away was never served; give
+            // it free capacity if there is some (no second launch: see `rehome`).
+            if s.terminate == Some(TerminateReason::SpotInterrupted) {
+                if let Some(j) = s.job {
+                    self.rehome.push(j);
+                }
+            }
+        }
+    }
+
+    /// Oldest free idle first; pending (still booting) after idle; id breaks ties so plans are
+    /// deterministic.
+    fn free_slots(&self) -> Vec<usize> {
+        let mut free: Vec<usize> = (0..self.slots.len()).filter(|&i| self.slots[i].free()).collect();
+        free.sort_by(|&a, &b| {
+            let (a, b) = (&self.slots[a], &self.slots[b]);
+            (a.status != Status::Idle, a.inst.launched_at, &a.inst.id).cmp(&(
+                b.status != Status::Idle,
+                b.inst.launched_at,
+                &b.inst.id,
+            ))
+        });
+        free
+    }
+
+    fn finish(mut self) -> Plan {
+        let input = self.input;
+        let cfg = input.pool;
+        let now = input.now;
+        self.mark_terminations();
+
+        // Jobs that still need capacity: queued, not started or finished, and not already on
+        // (launched for, earmarked on, or run by) any instance, dead ones included.
+        let labelled: HashSet<JobId> = self.slots.iter().filter_map(|s| s.job).collect();
+        let mut seen = HashSet::new();
+        let wanted: Vec<JobId> = std::mem::take(&mut self.demand)
+            .into_iter()
+            .filter(|j| !self.settled.contains(j) && !labelled.contains(j) && seen.insert(*j))
+            .collect();
+        let rehome: Vec<JobId> = std::mem::take(&mut self.rehome)
+            .into_iter()
+            .filter(|j| !self.settled.contains(j) && seen.insert(*j))
+            .collect();
+
+        let mut free = self.free_slots().into_iter();
+        let mut uncovered = Vec::new();
+        for job in wanted {
+            match free.next() {
+                Some(i) => self.slots[i].job = Some(job),
+                None => uncovered.push(job),
+            }
+        }
+        for job in rehome {
+            if let Some(i) = free.next() {
+                self.slots[i].job = Some(job);
+            }
+        }
+        let free_left: Vec<usize> = free.collect();
+
+        let target = warm_target(&cfg.warm_pool, cfg.max_runners, now);
+        let mut idle_trimmed = 0u64;
+        if input.mode == Mode::Reconcile {
+            let idle = Duration::seconds(cfg.idle_timeout_secs.min(i64::MAX as u64) as i64);
+            // Earmarked for a job that has left an idle runner alone this long: the job went
+            // elsewhere or was cancelled.
+            for s in self.slots.iter_mut() {
+                if s.status == Status::Idle
+                    && !s.parked
+                    && s.job.is_some()
+                    && s.job == s.inst.job_id
+                    && s.terminate.is_none()
+                    && s.age(now) > idle
+                {
+                    s.terminate = Some(TerminateReason::IdleTimeout);
+                    idle_trimmed += 1;
+                }
+            }
+            let excess = free_left.len().saturating_sub(target as usize);
+            // `free_left` is oldest-idle-first already.
+            let trim: Vec<usize> = free_left
+                .iter()
+                .copied()
+                .filter(|&i| self.slots[i].status == Status::Idle && self.slots[i].age(now) > idle)
+                .take(excess)
+                .collect();
+            for i in trim {
+                self.slots[i].terminate = Some(TerminateReason::IdleTimeout);
+                idle_trimmed += 1;
+            }
+        }
+        let free_after = free_left.iter().filter(|&&i| self.slots[i].terminate.is_none()).count() as u32;
+
+        let counted = self
+            .slots
+            .iter()
+            .filter(|s| s.inst.ec2_state.counts_toward_cap() && s.terminate.is_none())
+            .count() as u32;
+        let mut headroom = cfg.max_runners.saturating_sub(counted);
+        let n_jobs = (uncovered.len() as u32).min(headroom);
+        headroom -= n_jobs;
+        let unserved = uncovered.split_off(n_jobs as usize);
+        let launch_jobs = uncovered;
+        let n_warm = target.saturating_sub(free_after).min(headroom);
+
+        let mut actions = Vec::new();
+        let mut by_reason: Vec<(TerminateReason, Vec<InstanceId>)> = Vec::new();
+        for s in &self.slots {
+            if let Some(r) = s.terminate {
+                match by_reason.iter_mut().find(|(k, _)| *k == r) {
+                    Some((_, ids)) => ids.push(s.inst.id.clone()),
+                    None => by_reason.push((r, vec![s.inst.id.clone()])),
+                }
+            }
+        }
+        by_reason.sort_by_key(|(r, _)| *r);
+        let orphans: u64 = by_reason
+            .iter()
+            .filter(|(r, _)| matches!(r, TerminateReason::BootTimeout | TerminateReason::Stopped))
+            .map(|(_, ids)| ids.len() as u64)
+            .sum();
+        let terminating: HashSet<&InstanceId> = by_reason.iter().flat_map(|(_, ids)| ids).collect();
+        for (reason, ids) in &by_reason {
+            actions.push(Action::Terminate { ids: ids.clone(), reason: *reason });
+        }
+
+        let (params, runners) = self.cleanup(&terminating);
+        let (n_params, n_runners) = (params.len() as u64, runners.len() as u64);
+        if !params.is_empty() {
+            actions.push(Action::DeleteParameters { ids: params });
+        }
+        if !runners.is_empty() {
+            actions.push(Action::DeregisterRunners { runners });
+        }
+
+        for s in self.slots.iter().filter(|s| s.alive() && s.terminate.is_none()) {
+            let inst = s.inst;
+            if s.started {
+                if let Some(job) = s.job {
+                    if inst.lifecycle != Lifecycle::Busy || inst.job_id != Some(job) {
+                        actions.push(Action::TagBusy { instance: inst.id.clone(), job });
+                    }
+                }
+            } else if s.job != inst.job_id && s.status != Status::Busy {
+                actions.push(Action::Earmark {
+                    instance: inst.id.clone(),
+                    lifecycle: inst.lifecycle,
+                    job: s.job,
+                });
+            }
+        }
+        let n_reruns = self.reruns.len() as u64;
+        actions.append(&mut self.reruns);
+
+        if n_jobs > 0 {
+            let key = launch_key(cfg, LaunchReason::Job, &launch_jobs, None);
+            actions.push(Action::Launch {
+                count: n_jobs,
+                reason: LaunchReason::Job,
+                jobs: launch_jobs.clone(),
+                idempotency_key: key,
+            });
+        }
+        if n_warm > 0 {
+            let key = launch_key(cfg, LaunchReason::WarmPool, &[], Some((&self.slots, now, n_warm)));
+            actions.push(Action::Launch {
+                count: n_warm,
+                reason: LaunchReason::WarmPool,
+                jobs: Vec::new(),
+                idempotency_key: key,
+            });
+        }
+
+        let live = |st: Status| {
+            self.slots.iter().filter(|s| s.status == st && !s.parked && s.terminate.is_none()).count() as f64
+        };
+        let pool = Some(&cfg.name);
+        let mut metrics = vec![
+            MetricRecord::gauge(names::POOL_IDLE, pool, live(Status::Idle)),
+            MetricRecord::gauge(names::POOL_BUSY, pool, live(Status::Busy)),
+            MetricRecord::gauge(names::POOL_PENDING, pool, live(Status::Pending) + (n_jobs + n_warm) as f64),
+            MetricRecord::gauge(names::POOL_TARGET, pool, target as f64),
+        ];
+        let counts = [
+            (names::POOL_EXHAUSTED, (launch_jobs.len() + unserved.len()) as u64),
+            (metric_names::POOL_AT_MAX, unserved.len() as u64),
+            (names::ORPHANS_TERMINATED, orphans),
+            (metric_names::IDLE_TERMINATED, idle_trimmed),
+            (metric_names::RUNNERS_DEREGISTERED, n_runners),
+            (metric_names::JIT_PARAMETERS_DELETED, n_params),
+            (metric_names::SPOT_RERUNS, n_reruns),
+        ];
+        for (name, v) in counts {
+            // Gauges always; counters only when something happened, except pool exhaustion on the
+            // hot path, which the alarm needs as a continuous series.
+            if v > 0 || (name == names::POOL_EXHAUSTED && input.mode == Mode::HandleBatch) {
+                metrics.push(MetricRecord::count(name, pool, v as f64));
+            }
+        }
+
+        Plan { actions, unserved, warm_target: target, metrics }
+    }
+
+    /// Parameters and runners to remove (reconcile only): those of instances that are gone, or
+    /// that this plan terminates.
+    fn cleanup(&self, terminating: &HashSet<&InstanceId>) -> (Vec<InstanceId>, Vec<RunnerRef>) {
+        let input = self.input;
+        let pool = &input.pool.name;
+        let now = input.now;
+        let grace = Duration::seconds(FRESH_GRACE_SECS);
+        let fate = |id: &InstanceId| -> Fate {
+            if terminating.contains(id) {
+                return Fate::Dead;
+            }
+            match self.by_id.get(id) {
+                Some(&i) if self.slots[i].alive() => Fate::Alive,
+                Some(_) => Fate::Dead,
+                None => Fate::Unseen,
+            }
+        };
+        let fresh_params: HashSet<&InstanceId> = input
+            .jit_parameters
+            .unwrap_or(&[])
+            .iter()
+            .filter(|p| p.created_at.is_some_and(|t| now - t <= grace))
+            .map(|p| &p.instance_id)
+            .collect();
+
+        let mut params = Vec::new();
+        if input.mode == Mode::Reconcile {
+            let mut seen = HashSet::new();
+            for p in input.jit_parameters.unwrap_or(&[]) {
+                // Another pool's parameter is that pool's business; one without a pool tag
+                // cannot be attributed, so no pool's reconcile deletes it.
+                if p.pool.as_ref() != Some(pool) || !seen.insert(&p.instance_id) {
+                    continue;
+                }
+                let delete = match fate(&p.instance_id) {
+                    Fate::Alive => false,
+                    Fate::Dead => true,
+                    Fate::Unseen => !fresh_params.contains(&p.instance_id),
+                };
+                if delete {
+                    params.push(p.instance_id.clone());
+                }
+            }
+        }
+
+        let mut runners = Vec::new();
+        if input.mode == Mode::Reconcile {
+            let mut seen = HashSet::new();
+            for r in input.runners.unwrap_or(&[]) {
+                let Some(id) = r.name.instance_id() else { continue };
+                if r.name.pool().as_ref() != Some(pool) || r.busy || !seen.insert(r.id) {
+                    continue;
+                }
+                let remove = match fate(&id) {
+                    Fate::Alive => false,
+                    // Terminated now, or gone: online or not, the runner can never run a job.
+                    Fate::Dead => !r.online || terminating.contains(&id),
+                    // Not listed: either long gone, or launched seconds ago and not yet visible
+                    // (its JIT parameter is then fresh).
+                    Fate::Unseen => !r.online && !fresh_params.contains(&id),
+                };
+                if remove {
+                    runners.push(RunnerRef { id: r.id, name: r.name.clone() });
+                }
+            }
+        }
+        (params, runners)
+    }
+}
+
+enum Fate {
+    Alive,
+    Dead,
+    Unseen,
+}
+
+/// A CreateFleet `ClientToken`: the same jobs give the same token, so a retried call (or a
+/// redelivery that runs before the new instances show up in DescribeInstances) cannot launch
+/// twice. Warm-pool launches key on the pool's instance set, the count and the minute.
+fn launch_key(
+    cfg: &PoolConfig,
+    reason: LaunchReason,
+    jobs: &[JobId],
+    warm: Option<(&[Slot<'_>], DateTime<Utc>, u32)>,
+) -> String {
+    let mut h = Sha256::new();
+    h.update(cfg.name.as_str().as_bytes());
+    h.update([0]);
+    h.update(reason.as_str().as_bytes());
+    let mut sorted = jobs.to_vec();
+    sorted.sort_unstable();
+    for j in sorted {
+        h.update(j.0.to_be_bytes());
+    }
+    if let Some((slots, now, count)) = warm {
+        let mut ids: Vec<&str> = slots.iter().filter(|s| s.alive()).map(|s| s.inst.id.as_str()).collect();
+        ids.sort_unstable();
+        for id in ids {
+            h.update(id.as_bytes());
+            h.update([0]);
+        }
+        h.update(now.timestamp().div_euclid(60).to_be_bytes());
+        h.update(count.to_be_bytes());
+    }
+    let digest = h.finalize();
+    format!("hangar-{}", &hex::encode(digest)[..32])
+}
