@@ -113,6 +113,13 @@ pub fn client_token(
     token
 }
 
+/// `lt-` and 17 hex digits (older ids have 8) is an id; anything else is a name (names may
+/// themselves start with `lt-`).
+pub fn is_template_id(s: &str) -> bool {
+    s.strip_prefix("lt-")
+        .is_some_and(|h| (8..=17).contains(&h.len()) && h.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
 fn tag(key: &str, value: &str) -> Tag {
     Tag::builder().key(key).value(value).build()
 }
@@ -339,7 +346,7 @@ impl Ec2Fleet {
     ) -> Result<aws_sdk_ec2::operation::create_fleet::CreateFleetOutput, PortError> {
         let mut spec =
             FleetLaunchTemplateSpecificationRequest::builder().version(&self.opts.launch_template_version);
-        spec = if template.starts_with("lt-") {
+        spec = if is_template_id(template) {
             spec.launch_template_id(template)
         } else {
             spec.launch_template_name(template)
@@ -613,6 +620,15 @@ mod tests {
             a,
             client_token("msg-1", 0, CapacityType::Spot, 3, &[(Some("c5.large"), Some("subnet-1"))])
         );
+    }
+
+    #[test]
+    fn template_ids_are_told_from_names() {
+        assert!(is_template_id("lt-0abc1234def567890"));
+        assert!(is_template_id("lt-12345678"));
+        assert!(!is_template_id("lt-runners"));
+        assert!(!is_template_id("linux-runners"));
+        assert!(!is_template_id("lt-"));
     }
 
     #[test]
