@@ -346,10 +346,12 @@ impl Shared {
 
     /// A runner process starts with its JIT config: the runner goes online and may get a job.
     pub(crate) fn register(self: &Arc<Self>, encoded: &str) -> Result<RunnerView, SimError> {
-        let runner_id = api::decode_jit(encoded)
-            .ok_or_else(|| SimError::BadRequest("encoded_jit_config was not issued by this simulator".into()))?;
+        let runner_id = api::decode_jit(encoded).ok_or_else(|| {
+            SimError::BadRequest("encoded_jit_config was not issued by this simulator".into())
+        })?;
         let mut st = self.lock();
-        let r = st.runners.get(&runner_id).ok_or_else(|| SimError::NotFound(format!("runner {runner_id}")))?;
+        let r =
+            st.runners.get(&runner_id).ok_or_else(|| SimError::NotFound(format!("runner {runner_id}")))?;
         if r.removed {
             return Err(SimError::NotFound(format!("runner {runner_id} was deleted")));
         }
@@ -366,7 +368,8 @@ impl Shared {
     pub(crate) fn kill(self: &Arc<Self>, runner_id: u64) -> Result<RunnerView, SimError> {
         let now = self.now();
         let mut st = self.lock();
-        let r = st.runners.get(&runner_id).ok_or_else(|| SimError::NotFound(format!("runner {runner_id}")))?;
+        let r =
+            st.runners.get(&runner_id).ok_or_else(|| SimError::NotFound(format!("runner {runner_id}")))?;
         match r.job {
             Some(job_id) => {
                 st.complete(job_id, "failure", now, true);
@@ -439,7 +442,10 @@ pub(crate) fn view(r: &model::Runner) -> RunnerView {
         repo: r.repo.clone(),
         runner_group_id: r.group_id,
         labels: r.labels.iter().map(|l| l.name.clone()).collect(),
-        phase: serde_json::to_value(r.phase).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        phase: serde_json::to_value(r.phase)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
         job_id: r.job,
         removed: r.removed,
     }
@@ -697,13 +703,16 @@ struct Cli {
 
 fn parse_org(s: &str, n: usize) -> anyhow::Result<OrgSpec> {
     let mut parts = s.split(':');
-    let login = parts.next().filter(|l| !l.is_empty()).ok_or_else(|| anyhow::anyhow!("--org `{s}`: empty login"))?;
+    let login =
+        parts.next().filter(|l| !l.is_empty()).ok_or_else(|| anyhow::anyhow!("--org `{s}`: empty login"))?;
     let installation_id = match parts.next() {
         Some(i) => i.parse().map_err(|_| anyhow::anyhow!("--org `{s}`: installation id is not a number"))?,
         None => n as u64 + 1,
     };
-    let runner_groups =
-        parts.next().map(|g| g.split(',').filter(|x| !x.is_empty()).map(str::to_owned).collect()).unwrap_or_default();
+    let runner_groups = parts
+        .next()
+        .map(|g| g.split(',').filter(|x| !x.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default();
     Ok(OrgSpec { login: login.to_owned(), id: payload::stable_id(login), installation_id, runner_groups })
 }
 
@@ -718,7 +727,8 @@ pub async fn cli_main(args: Vec<String>) -> anyhow::Result<()> {
     };
     let mut cfg = SimConfig::new(cli.app_id, pem);
     if !cli.orgs.is_empty() {
-        cfg.orgs = cli.orgs.iter().enumerate().map(|(i, s)| parse_org(s, i)).collect::<anyhow::Result<_>>()?;
+        cfg.orgs =
+            cli.orgs.iter().enumerate().map(|(i, s)| parse_org(s, i)).collect::<anyhow::Result<_>>()?;
     }
     cfg.port = cli.port;
     cfg.webhook_url = cli.webhook_url;

@@ -3,6 +3,10 @@
 //! Every request goes through [`Shared::gate`]: count, latency, injected fault, authentication,
 //! primary limit, secondary limit, in that order (as GitHub checks credentials before limits).
 
+// Handlers return `Result<_, Response>` so a rejection is one `?`-like early return; the size of
+// the error variant does not matter on this path.
+#![allow(clippy::result_large_err)]
+
 use super::model::{scope_key, Runner, RunnerPhase, TokenInfo, READ_ONLY_LABELS};
 use super::{payload, Shared};
 use axum::body::Bytes;
@@ -33,7 +37,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/orgs/{org}/actions/runners", get(list_runners_org))
         .route("/repos/{owner}/{repo}/actions/runners", get(list_runners_repo))
         .route("/orgs/{org}/actions/runners/{runner_id}", get(get_runner_org).delete(delete_runner_org))
-        .route("/repos/{owner}/{repo}/actions/runners/{runner_id}", get(get_runner_repo).delete(delete_runner_repo))
+        .route(
+            "/repos/{owner}/{repo}/actions/runners/{runner_id}",
+            get(get_runner_repo).delete(delete_runner_repo),
+        )
         .route("/repos/{owner}/{repo}/actions/jobs/{job_id}", get(get_job))
         .route("/repos/{owner}/{repo}/actions/jobs/{job_id}/rerun", post(rerun_job))
         .fallback(not_found)
@@ -53,6 +60,8 @@ enum Need {
 /// The caller, once authenticated, and the rate-limit state to report on the response.
 struct Ctx {
     endpoint: &'static str,
+    /// A fault to answer with once the request has been processed.
+    after: Option<super::model::Fault>,
     installation: Option<u64>,
     rate: Option<RateSnap>,
 }
@@ -73,7 +82,13 @@ struct Claims {
 }
 
 impl Shared {
-    fn reply(&self, endpoint: &str, status: StatusCode, body: Option<Value>, rate: Option<RateSnap>) -> Response {
+    fn reply(
+        &self,
+        endpoint: &str,
+        status: StatusCode,
+        body: Option<Value>,
+        rate: Option<RateSnap>,
+    ) -> Response {
         *self.lock().responses.entry(format!("{endpoint} {}", status.as_u16())).or_default() += 1;
         let mut resp = match body {
             Some(b) => (status, axum::Json(b)).into_response(),
@@ -81,7 +96,8 @@ impl Shared {
         };
         let h = resp.headers_mut();
         h.insert("x-github-api-version-selected", HeaderValue::from_static("2022-11-28"));
-        if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string()[..16].to_uppercase()) {
+        if let Ok(v) = HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string()[..16].to_uppercase())
+        {
             h.insert("x-github-request-id", v);
         }
         if let Some(r) = rate {
@@ -92,6 +108,21 @@ impl Shared {
             h.insert("x-ratelimit-resource", HeaderValue::from_static("core"));
         }
         resp
+    }
+
+    /// A success reply, unless an `after_processing` fault replaces it.
+    fn ok(&self, ctx: &Ctx, status: StatusCode, body: Option<Value>) -> Response {
+        match &ctx.after {
+            Some(f) => {
+                let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let msg = f
+                    .message
+                    .clone()
+                    .unwrap_or_else(|| status.canonical_reason().unwrap_or("Injected fault").to_owned());
+                self.reply(ctx.endpoint, status, Some(payload::error(&msg)), None)
+            }
+            None => self.reply(ctx.endpoint, status, body, ctx.rate),
+        }
     }
 
     fn err(&self, ctx: &Ctx, status: StatusCode, message: &str) -> Response {
@@ -137,8 +168,14 @@ impl Shared {
         Ok(())
     }
 
-    async fn gate(&self, endpoint: &'static str, write: bool, need: Need, headers: &HeaderMap) -> Result<Ctx, Response> {
-        let mut ctx = Ctx { endpoint, installation: None, rate: None };
+    async fn gate(
+        &self,
+        endpoint: &'static str,
+        write: bool,
+        need: Need,
+        headers: &HeaderMap,
+    ) -> Result<Ctx, Response> {
+        let mut ctx = Ctx { endpoint, after: None, installation: None, rate: None };
         let (latency, fault) = {
             let mut st = self.lock();
             *st.counters.entry(endpoint.to_owned()).or_default() += 1;
@@ -148,11 +185,14 @@ impl Shared {
         if let Some(ms) = latency {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        if let Some(f) = fault {
+        if let Some(f) = fault.as_ref().filter(|f| f.after_processing) {
+            ctx.after = Some(f.clone());
+        } else if let Some(f) = fault {
             let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let msg = f.message.clone().unwrap_or_else(|| {
-                status.canonical_reason().unwrap_or("Injected fault").to_owned()
-            });
+            let msg = f
+                .message
+                .clone()
+                .unwrap_or_else(|| status.canonical_reason().unwrap_or("Injected fault").to_owned());
             let mut resp = self.reply(endpoint, status, Some(payload::error(&msg)), None);
             if let Some(s) = f.retry_after {
                 resp.headers_mut().insert("retry-after", s.into());
@@ -200,7 +240,11 @@ impl Shared {
                 Some(i) => format!("installation ID {i}"),
                 None => "the App".to_owned(),
             };
-            return Err(self.err(&ctx, StatusCode::FORBIDDEN, &format!("API rate limit exceeded for {who}.")));
+            return Err(self.err(
+                &ctx,
+                StatusCode::FORBIDDEN,
+                &format!("API rate limit exceeded for {who}."),
+            ));
         }
         if write {
             let window = chrono::Duration::seconds(60);
@@ -253,7 +297,7 @@ async fn create_token(State(s): S, Path(id): Path<String>, headers: HeaderMap) -
     let token = format!("ghs_{}", Alphanumeric.sample_string(&mut rand::rng(), 36));
     let expires_at = s.now() + chrono::Duration::milliseconds(s.cfg.token_lifetime.as_millis() as i64);
     s.lock().tokens.insert(token.clone(), TokenInfo { installation_id: id, expires_at });
-    s.reply(ctx.endpoint, StatusCode::CREATED, Some(payload::installation_token(&token, expires_at)), ctx.rate)
+    s.ok(&ctx, StatusCode::CREATED, Some(payload::installation_token(&token, expires_at)))
 }
 
 async fn org_installation(State(s): S, Path(org): Path<String>, headers: HeaderMap) -> Response {
@@ -262,18 +306,22 @@ async fn org_installation(State(s): S, Path(org): Path<String>, headers: HeaderM
         Err(r) => return r,
     };
     match s.org_for(&ctx, &org) {
-        Ok(o) => s.reply(ctx.endpoint, StatusCode::OK, Some(payload::installation(&s.api_base, &o, s.cfg.app_id)), ctx.rate),
+        Ok(o) => s.ok(&ctx, StatusCode::OK, Some(payload::installation(&s.api_base, &o, s.cfg.app_id))),
         Err(r) => r,
     }
 }
 
-async fn repo_installation(State(s): S, Path((owner, _repo)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn repo_installation(
+    State(s): S,
+    Path((owner, _repo)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     let ctx = match s.gate("get-repo-installation", false, Need::Jwt, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
     };
     match s.org_for(&ctx, &owner) {
-        Ok(o) => s.reply(ctx.endpoint, StatusCode::OK, Some(payload::installation(&s.api_base, &o, s.cfg.app_id)), ctx.rate),
+        Ok(o) => s.ok(&ctx, StatusCode::OK, Some(payload::installation(&s.api_base, &o, s.cfg.app_id))),
         Err(r) => r,
     }
 }
@@ -320,7 +368,12 @@ fn with_link(mut resp: Response, link: Option<String>) -> Response {
     resp
 }
 
-async fn list_groups(State(s): S, Path(org): Path<String>, Query(q): Query<PageQuery>, headers: HeaderMap) -> Response {
+async fn list_groups(
+    State(s): S,
+    Path(org): Path<String>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
     let ctx = match s.gate("list-runner-groups", false, Need::Token, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -332,7 +385,7 @@ async fn list_groups(State(s): S, Path(org): Path<String>, Query(q): Query<PageQ
     let (items, per_page, page, pages) = paged(&o.groups, &q);
     let url = format!("{}/orgs/{}/actions/runner-groups", s.api_base, o.login);
     let body = payload::runner_groups(&s.api_base, &o, &items, o.groups.len());
-    with_link(s.reply(ctx.endpoint, StatusCode::OK, Some(body), ctx.rate), link_header(&url, "", per_page, page, pages))
+    with_link(s.ok(&ctx, StatusCode::OK, Some(body)), link_header(&url, "", per_page, page, pages))
 }
 
 /// Encodes a JIT config in the shape GitHub's has (base64 JSON of base64 `.runner` and
@@ -386,7 +439,9 @@ async fn jit(s: Arc<Shared>, org: String, repo: Option<String>, headers: HeaderM
         return s.unprocessable(&ctx, "Invalid request.\n\n\"runner_group_id\" wasn't supplied.");
     };
     let labels: Vec<String> = match v.get("labels").and_then(Value::as_array) {
-        Some(a) if a.iter().all(Value::is_string) => a.iter().filter_map(|l| l.as_str().map(str::to_owned)).collect(),
+        Some(a) if a.iter().all(Value::is_string) => {
+            a.iter().filter_map(|l| l.as_str().map(str::to_owned)).collect()
+        }
         _ => return s.unprocessable(&ctx, "Invalid request.\n\n\"labels\" wasn't supplied."),
     };
     if labels.is_empty() || labels.len() > 100 {
@@ -399,7 +454,11 @@ async fn jit(s: Arc<Shared>, org: String, repo: Option<String>, headers: HeaderM
     let mut st = s.lock();
     if st.name_taken(&scope, name) {
         drop(st);
-        return s.err(&ctx, StatusCode::CONFLICT, &format!("Already exists - A runner with the name {name} already exists."));
+        return s.err(
+            &ctx,
+            StatusCode::CONFLICT,
+            &format!("Already exists - A runner with the name {name} already exists."),
+        );
     }
     let mut all = Vec::new();
     for l in READ_ONLY_LABELS {
@@ -428,18 +487,29 @@ async fn jit(s: Arc<Shared>, org: String, repo: Option<String>, headers: HeaderM
     let body = json!({ "runner": payload::runner(&runner), "encoded_jit_config": encoded });
     st.runners.insert(runner.id, runner);
     drop(st);
-    s.reply(ctx.endpoint, StatusCode::CREATED, Some(body), ctx.rate)
+    s.ok(&ctx, StatusCode::CREATED, Some(body))
 }
 
 async fn jit_org(State(s): S, Path(org): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
     jit(s, org, None, headers, body).await
 }
 
-async fn jit_repo(State(s): S, Path((owner, repo)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Response {
+async fn jit_repo(
+    State(s): S,
+    Path((owner, repo)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     jit(s, owner, Some(repo), headers, body).await
 }
 
-async fn list_runners(s: Arc<Shared>, org: String, repo: Option<String>, q: PageQuery, headers: HeaderMap) -> Response {
+async fn list_runners(
+    s: Arc<Shared>,
+    org: String,
+    repo: Option<String>,
+    q: PageQuery,
+    headers: HeaderMap,
+) -> Response {
     let endpoint = if repo.is_some() { "list-runners-repo" } else { "list-runners" };
     let ctx = match s.gate(endpoint, false, Need::Token, &headers).await {
         Ok(c) => c,
@@ -459,16 +529,22 @@ async fn list_runners(s: Arc<Shared>, org: String, repo: Option<String>, q: Page
         .cloned()
         .collect();
     let (items, per_page, page, pages) = paged(&all, &q);
-    let body = json!({ "total_count": all.len(), "runners": items.iter().map(payload::runner).collect::<Vec<_>>() });
+    let body =
+        json!({ "total_count": all.len(), "runners": items.iter().map(payload::runner).collect::<Vec<_>>() });
     let url = match &repo {
         Some(r) => format!("{}/repos/{}/{r}/actions/runners", s.api_base, o.login),
         None => format!("{}/orgs/{}/actions/runners", s.api_base, o.login),
     };
     let extra = q.name.as_deref().map(|n| format!("&name={n}")).unwrap_or_default();
-    with_link(s.reply(ctx.endpoint, StatusCode::OK, Some(body), ctx.rate), link_header(&url, &extra, per_page, page, pages))
+    with_link(s.ok(&ctx, StatusCode::OK, Some(body)), link_header(&url, &extra, per_page, page, pages))
 }
 
-async fn list_runners_org(State(s): S, Path(org): Path<String>, Query(q): Query<PageQuery>, headers: HeaderMap) -> Response {
+async fn list_runners_org(
+    State(s): S,
+    Path(org): Path<String>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
     list_runners(s, org, None, q, headers).await
 }
 
@@ -481,7 +557,14 @@ async fn list_runners_repo(
     list_runners(s, owner, Some(repo), q, headers).await
 }
 
-async fn runner_op(s: Arc<Shared>, org: String, repo: Option<String>, id: String, delete: bool, headers: HeaderMap) -> Response {
+async fn runner_op(
+    s: Arc<Shared>,
+    org: String,
+    repo: Option<String>,
+    id: String,
+    delete: bool,
+    headers: HeaderMap,
+) -> Response {
     let endpoint = match (delete, repo.is_some()) {
         (false, false) => "get-runner",
         (false, true) => "get-runner-repo",
@@ -510,7 +593,7 @@ async fn runner_op(s: Arc<Shared>, org: String, repo: Option<String>, id: String
     if !delete {
         let body = payload::runner(r);
         drop(st);
-        return s.reply(ctx.endpoint, StatusCode::OK, Some(body), ctx.rate);
+        return s.ok(&ctx, StatusCode::OK, Some(body));
     }
     if r.job.is_some() {
         let msg = format!("Bad request - Runner \"{}\" is still running a job\"", r.name);
@@ -519,20 +602,36 @@ async fn runner_op(s: Arc<Shared>, org: String, repo: Option<String>, id: String
     }
     r.removed = true;
     drop(st);
-    s.reply(ctx.endpoint, StatusCode::NO_CONTENT, None, ctx.rate)
+    s.ok(&ctx, StatusCode::NO_CONTENT, None)
 }
 
-async fn get_runner_org(State(s): S, Path((org, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn get_runner_org(
+    State(s): S,
+    Path((org, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     runner_op(s, org, None, id, false, headers).await
 }
-async fn delete_runner_org(State(s): S, Path((org, id)): Path<(String, String)>, headers: HeaderMap) -> Response {
+async fn delete_runner_org(
+    State(s): S,
+    Path((org, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
     runner_op(s, org, None, id, true, headers).await
 }
-async fn get_runner_repo(State(s): S, Path(p): Path<HashMap<String, String>>, headers: HeaderMap) -> Response {
+async fn get_runner_repo(
+    State(s): S,
+    Path(p): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     let (o, r, id) = (p["owner"].clone(), p["repo"].clone(), p["runner_id"].clone());
     runner_op(s, o, Some(r), id, false, headers).await
 }
-async fn delete_runner_repo(State(s): S, Path(p): Path<HashMap<String, String>>, headers: HeaderMap) -> Response {
+async fn delete_runner_repo(
+    State(s): S,
+    Path(p): Path<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
     let (o, r, id) = (p["owner"].clone(), p["repo"].clone(), p["runner_id"].clone());
     runner_op(s, o, Some(r), id, true, headers).await
 }
@@ -540,7 +639,10 @@ async fn delete_runner_repo(State(s): S, Path(p): Path<HashMap<String, String>>,
 fn find_job(s: &Shared, owner: &str, repo: &str, id: &str) -> Option<super::model::Job> {
     let id = id.parse::<u64>().ok()?;
     let st = s.lock();
-    st.jobs.get(&id).filter(|j| j.org.eq_ignore_ascii_case(owner) && j.repo.eq_ignore_ascii_case(repo)).cloned()
+    st.jobs
+        .get(&id)
+        .filter(|j| j.org.eq_ignore_ascii_case(owner) && j.repo.eq_ignore_ascii_case(repo))
+        .cloned()
 }
 
 async fn get_job(State(s): S, Path(p): Path<HashMap<String, String>>, headers: HeaderMap) -> Response {
@@ -552,7 +654,7 @@ async fn get_job(State(s): S, Path(p): Path<HashMap<String, String>>, headers: H
         return r;
     }
     match find_job(&s, &p["owner"], &p["repo"], &p["job_id"]) {
-        Some(j) => s.reply(ctx.endpoint, StatusCode::OK, Some(payload::job(&s.api_base, &j)), ctx.rate),
+        Some(j) => s.ok(&ctx, StatusCode::OK, Some(payload::job(&s.api_base, &j))),
         None => s.err(&ctx, StatusCode::NOT_FOUND, "Not Found"),
     }
 }
@@ -569,7 +671,7 @@ async fn rerun_job(State(s): S, Path(p): Path<HashMap<String, String>>, headers:
         return s.err(&ctx, StatusCode::NOT_FOUND, "Not Found");
     };
     match s.rerun(j.id) {
-        Ok(_) => s.reply(ctx.endpoint, StatusCode::CREATED, Some(json!({})), ctx.rate),
+        Ok(_) => s.ok(&ctx, StatusCode::CREATED, Some(json!({}))),
         Err(e) => s.err(&ctx, StatusCode::FORBIDDEN, &e.to_string()),
     }
 }

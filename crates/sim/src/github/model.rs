@@ -191,6 +191,10 @@ pub struct Fault {
     pub retry_after: Option<u64>,
     #[serde(default)]
     pub message: Option<String>,
+    /// Process the request first, then answer with the fault (a response lost on the way
+    /// back: the runner exists although the caller saw an error).
+    #[serde(default)]
+    pub after_processing: bool,
 }
 
 fn one() -> u32 {
@@ -251,10 +255,13 @@ impl State {
         Label { id: self.next_label_id, name: name.to_owned(), kind }
     }
     pub fn name_taken(&self, scope: &str, name: &str) -> bool {
-        self.runners.values().any(|r| !r.removed && r.scope_key() == scope && r.name.eq_ignore_ascii_case(name))
+        self.runners
+            .values()
+            .any(|r| !r.removed && r.scope_key() == scope && r.name.eq_ignore_ascii_case(name))
     }
     pub fn fault_for(&mut self, endpoint: &str) -> Option<Fault> {
-        let idx = self.faults.iter().position(|f| (f.endpoint == endpoint || f.endpoint == "*") && f.count > 0)?;
+        let idx =
+            self.faults.iter().position(|f| (f.endpoint == endpoint || f.endpoint == "*") && f.count > 0)?;
         let f = &mut self.faults[idx];
         f.count -= 1;
         let out = f.clone();
@@ -273,7 +280,8 @@ impl State {
             self.jobs.values().filter(|j| j.status == JobStatus::Queued).map(|j| j.id).collect();
         for job_id in queued {
             let job = &self.jobs[&job_id];
-            let (org, repo, labels) = (job.org.to_ascii_lowercase(), job.repo.to_ascii_lowercase(), &job.labels);
+            let (org, repo, labels) =
+                (job.org.to_ascii_lowercase(), job.repo.to_ascii_lowercase(), &job.labels);
             let runner = self.runners.values().find(|r| {
                 !r.removed
                     && r.phase == RunnerPhase::Idle
