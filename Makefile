@@ -31,9 +31,10 @@ build: setup
 test: setup lint build
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 
+# Benchmarks build in the bench profile (optimised); numbers are for this machine, this run.
 bench: setup
-	$(CARGO) bench --workspace --bench webhook_decision -- --noplot
-	python3 tools/bench_table.py target/criterion
+	$(CARGO) bench -p hangar-bench
+	python3 tools/bench_table.py target/criterion webhook
 
 demo: setup
 	bash tools/demo.sh
