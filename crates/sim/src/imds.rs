@@ -389,7 +389,9 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
 pub async fn cli_main(args: Vec<String>) -> anyhow::Result<()> {
     use clap::Parser as _;
     let cli = Cli::try_parse_from(std::iter::once("hangar-sim imds".to_string()).chain(args))?;
+    // Logs go to stderr: stdout carries only the endpoint, for scripts that start the simulator.
     let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
