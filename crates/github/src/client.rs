@@ -572,11 +572,11 @@ impl GithubClient {
     /// The runner group id by name (case-insensitive), listed once per organisation and cached.
     async fn runner_group(
         &self,
+        op: &'static str,
         org: &str,
         name: &str,
         installation: InstallationId,
     ) -> Result<RunnerGroupId, PortError> {
-        const OP: &str = "github:list-runner-groups";
         let key = (org.to_ascii_lowercase(), name.to_ascii_lowercase());
         if let Some(id) = self.groups.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(*id);
@@ -587,7 +587,7 @@ impl GithubClient {
         loop {
             let r = self
                 .send(Call {
-                    op: OP,
+                    op: op,
                     method: Method::GET,
                     url,
                     auth: Auth::Installation(installation),
@@ -595,7 +595,7 @@ impl GithubClient {
                 })
                 .await
                 .map_err(|f| f.error)?;
-            let page: GroupsBody = decode(OP, "runner groups", &r.body)?;
+            let page: GroupsBody = decode(op, "runner groups", &r.body)?;
             found.extend(page.runner_groups);
             match next_link(&r.headers) {
                 Some(next) => url = next,
@@ -609,7 +609,7 @@ impl GithubClient {
         }
         groups.get(&key).copied().ok_or_else(|| {
             PortError::permanent(
-                OP,
+                op,
                 Some("not-found".into()),
                 format!("runner group `{name}` does not exist in `{org}`"),
             )
@@ -718,7 +718,7 @@ impl RunnerRegistry for GithubClient {
         let group = if repo.is_some() && req.runner_group.eq_ignore_ascii_case("default") {
             RunnerGroupId(1)
         } else {
-            self.runner_group(owner, &req.runner_group, installation).await?
+            self.runner_group(OP, owner, &req.runner_group, installation).await?
         };
         let (path, list_path) = match repo {
             Some(r) => (
