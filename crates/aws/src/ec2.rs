@@ -61,8 +61,8 @@ impl Default for FleetOptions {
 
 /// [`Fleet`] on EC2.
 ///
-/// IAM: `ec2:CreateFleet`, `ec2:RunInstances`, `ec2:CreateTags` (condition
-/// `ec2:CreateAction=CreateFleet` for tags at launch), `ec2:DescribeInstances`,
+/// IAM: `ec2:CreateFleet`, `ec2:RunInstances`, `ec2:CreateTags` (at launch, condition
+/// `ec2:CreateAction=CreateFleet`; later on pool instances), `ec2:DeleteTags`, `ec2:DescribeInstances`,
 /// `ec2:TerminateInstances`, `ec2:StopInstances`, `ec2:StartInstances`, `iam:PassRole` on the
 /// runner instance role, and `iam:CreateServiceLinkedRole` once for spot.
 #[derive(Debug, Clone)]
@@ -323,16 +323,27 @@ impl Ec2Fleet {
     }
 
     fn tag_specs(req: &LaunchRequest) -> Vec<TagSpecification> {
-        let tags = vec![
+        let mut tags = vec![
             tag(tags::POOL, req.pool.name.as_str()),
             tag(tags::LIFECYCLE, Lifecycle::Pending.as_str()),
             tag(tags::LAUNCH_REASON, req.reason.as_str()),
             tag(tags::MANAGED_BY, tags::MANAGED_BY_VALUE),
         ];
+        if let Some(job) = Self::job_at_launch(req) {
+            tags.push(tag(tags::JOB_ID, &job.to_string()));
+        }
         [ResourceType::Instance, ResourceType::Volume]
             .into_iter()
             .map(|rt| TagSpecification::builder().resource_type(rt).set_tags(Some(tags.clone())).build())
             .collect()
+    }
+
+    /// One instance for one job: its job id goes into the launch tags, saving a CreateTags.
+    fn job_at_launch(req: &LaunchRequest) -> Option<JobId> {
+        match req.jobs.as_slice() {
+            [job] if req.count == 1 => Some(*job),
+            _ => None,
+        }
     }
 
     async fn create_fleet_once(
@@ -424,6 +435,13 @@ impl Fleet for Ec2Fleet {
                 format!("pool `{}` has no launch_template", req.pool.name),
             ));
         };
+        // Job tags are CreateFleet parameters too; EC2 refuses a reused token with other ones.
+        let key = if req.jobs.is_empty() {
+            req.idempotency_key.clone()
+        } else {
+            let jobs: Vec<String> = req.jobs.iter().map(|j| j.to_string()).collect();
+            format!("{}|jobs={}", req.idempotency_key, jobs.join(","))
+        };
         let all = Self::pairs(&req.pool);
         let mut excluded_spot: HashSet<Pair> = HashSet::new();
         let mut excluded_od: HashSet<Pair> = HashSet::new();
@@ -444,7 +462,7 @@ impl Fleet for Ec2Fleet {
             }
             let shape: Vec<(Option<&str>, Option<&str>)> =
                 candidates.iter().map(|p| (p.instance_type.as_deref(), p.subnet.as_deref())).collect();
-            let token = client_token(&req.idempotency_key, attempt, market, remaining, &shape);
+            let token = client_token(&key, attempt, market, remaining, &shape);
             attempt += 1;
             outcome.calls += 1;
             let resp = match self
@@ -531,6 +549,15 @@ impl Fleet for Ec2Fleet {
                 break;
             }
         }
+        if Self::job_at_launch(req).is_none() {
+            // Earmark each new instance with its job. A failed tag is not a failed launch: the
+            // instance runs, and the next plan earmarks free capacity again.
+            for (inst, job) in outcome.launched.iter().zip(&req.jobs) {
+                if let Err(e) = self.tag(&inst.id, &[(tags::JOB_ID, &job.to_string())]).await {
+                    tracing::warn!(instance = %inst.id, job = %job, code = e.code.as_deref().unwrap_or(""), "job tag failed");
+                }
+            }
+        }
         if remaining > 0 {
             tracing::warn!(pool = %req.pool.name, asked = req.count, short = remaining, calls = outcome.calls, "launch short of request");
         }
@@ -542,14 +569,6 @@ impl Fleet for Ec2Fleet {
             .client
             .describe_instances()
             .filters(Filter::builder().name(format!("tag:{}", tags::POOL)).values(pool.as_str()).build())
-            .filters(
-                Filter::builder()
-                    .name("instance-state-name")
-                    .set_values(Some(
-                        ["pending", "running", "stopping", "stopped"].map(String::from).to_vec(),
-                    ))
-                    .build(),
-            )
             .max_results(1000)
             .into_paginator()
             .send();
@@ -573,12 +592,23 @@ impl Fleet for Ec2Fleet {
         lifecycle: Lifecycle,
         job_id: Option<JobId>,
     ) -> Result<(), PortError> {
-        let job = job_id.map(|j| j.to_string());
-        let mut pairs = vec![(tags::LIFECYCLE, lifecycle.as_str())];
-        if let Some(j) = job.as_deref() {
-            pairs.push((tags::JOB_ID, j));
+        match job_id {
+            Some(j) => {
+                self.tag(id, &[(tags::LIFECYCLE, lifecycle.as_str()), (tags::JOB_ID, &j.to_string())]).await
+            }
+            None => {
+                self.tag(id, &[(tags::LIFECYCLE, lifecycle.as_str())]).await?;
+                // Deleting a tag the instance does not have succeeds, so this stays idempotent.
+                self.client
+                    .delete_tags()
+                    .resources(id.as_str())
+                    .tags(Tag::builder().key(tags::JOB_ID).build())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| classify("ec2:DeleteTags", e, |_| None))
+            }
         }
-        self.tag(id, &pairs).await
     }
 
     async fn mark_interrupted(&self, id: &InstanceId) -> Result<(), PortError> {

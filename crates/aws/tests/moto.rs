@@ -18,7 +18,12 @@ use hangar_testsupport::moto;
 use std::collections::HashSet;
 
 fn request(pool: hangar_core::config::PoolConfig, count: u32, key: &str) -> LaunchRequest {
-    LaunchRequest { pool, count, reason: LaunchReason::Job, idempotency_key: key.into() }
+    LaunchRequest { pool, count, reason: LaunchReason::Job, idempotency_key: key.into(), jobs: Vec::new() }
+}
+
+/// Instances that still count toward the cap (describe_pool also lists terminated ones).
+fn live(seen: &[hangar_core::state::ObservedInstance]) -> Vec<InstanceId> {
+    seen.iter().filter(|o| o.ec2_state.counts_toward_cap()).map(|o| o.id.clone()).collect()
 }
 
 #[tokio::test]
@@ -113,10 +118,48 @@ async fn lifecycle_tags_interruption_stop_start_and_idempotent_terminate() {
     with_ghost.push(InstanceId::from("i-0123456789abcdef0"));
     fleet.terminate(&with_ghost).await.unwrap();
     let left = fleet.describe_pool(&pool_name).await.unwrap();
-    assert_eq!(left.iter().map(|o| o.id.clone()).collect::<Vec<_>>(), vec![ids[2].clone()]);
+    assert_eq!(live(&left), vec![ids[2].clone()]);
+    // Terminated instances stay listed with their tags while EC2 lists them.
+    let gone = left.iter().find(|o| o.id == ids[0]).expect("terminated instance still listed");
+    assert_eq!(
+        (gone.ec2_state, gone.job_id, gone.interrupted),
+        (Ec2State::Terminated, Some(JobId(4242)), true)
+    );
     // Terminating again (a retried reconcile) is fine.
     fleet.terminate(&ids).await.unwrap();
-    assert!(fleet.describe_pool(&pool_name).await.unwrap().is_empty());
+    assert!(live(&fleet.describe_pool(&pool_name).await.unwrap()).is_empty());
+}
+
+#[tokio::test]
+async fn job_launches_carry_their_job_ids_and_clearing_removes_them() {
+    let ec2 = ec2_client(&moto().endpoint(), 3).await;
+    let net = network(&ec2).await;
+    let name = unique("jobs");
+    let fleet = Ec2Fleet::new(ec2.clone());
+    let p = pool(&name, &net, "spot", true);
+
+    let one = fleet
+        .launch(&LaunchRequest { jobs: vec![JobId(11)], ..request(p.clone(), 1, &unique("k")) })
+        .await
+        .unwrap();
+    let tags = instance_tags(&ec2, one.launched[0].id.as_str()).await;
+    assert_eq!(tags.get("hangar:job-id").map(String::as_str), Some("11"), "set at launch");
+
+    let two = fleet
+        .launch(&LaunchRequest { jobs: vec![JobId(21), JobId(22)], ..request(p, 2, &unique("k")) })
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    for i in &two.launched {
+        got.push(instance_tags(&ec2, i.id.as_str()).await.get("hangar:job-id").cloned().unwrap());
+    }
+    assert_eq!(got, vec!["21", "22"], "launched[i] carries jobs[i]");
+
+    fleet.set_lifecycle(&two.launched[0].id, Lifecycle::Idle, None).await.unwrap();
+    let seen = fleet.describe_pool(&PoolName::from(name.as_str())).await.unwrap();
+    let cleared = seen.iter().find(|o| o.id == two.launched[0].id).unwrap();
+    assert_eq!((cleared.lifecycle, cleared.job_id), (Lifecycle::Idle, None));
+    assert_eq!(seen.iter().find(|o| o.id == two.launched[1].id).unwrap().job_id, Some(JobId(22)));
 }
 
 #[tokio::test]

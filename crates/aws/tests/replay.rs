@@ -131,8 +131,13 @@ const REQUEST_LIMIT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 #[tokio::test]
 async fn per_override_spot_errors_fall_back_to_on_demand_and_are_counted() {
     let replay = StaticReplayClient::new(vec![event(200, SPOT_ICE_BOTH), event(200, ON_DEMAND_TWO)]);
-    let req =
-        LaunchRequest { pool: pool(), count: 2, reason: LaunchReason::Job, idempotency_key: "m-1".into() };
+    let req = LaunchRequest {
+        pool: pool(),
+        count: 2,
+        reason: LaunchReason::Job,
+        idempotency_key: "m-1".into(),
+        jobs: Vec::new(),
+    };
     let out = fleet(&replay, 3).launch(&req).await.unwrap();
 
     assert_eq!(out.calls, 2);
@@ -203,6 +208,7 @@ async fn request_limit_exceeded_is_retried_then_reported_retryable() {
         count: 1,
         reason: LaunchReason::WarmPool,
         idempotency_key: "m-2".into(),
+        jobs: Vec::new(),
     };
     let err = fleet(&replay, 2).launch(&req).await.unwrap_err();
     assert_eq!(err.code.as_deref(), Some("RequestLimitExceeded"));
@@ -231,6 +237,7 @@ async fn no_op_requests_make_no_calls() {
             count: 0,
             reason: LaunchReason::Job,
             idempotency_key: "m".into(),
+            jobs: Vec::new(),
         })
         .await
         .unwrap();
@@ -249,6 +256,7 @@ async fn no_op_requests_make_no_calls() {
             count: 1,
             reason: LaunchReason::Job,
             idempotency_key: "m".into(),
+            jobs: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -332,8 +340,8 @@ async fn describe_pool_follows_pages_and_reads_tags() {
     let sent = forms(&replay);
     assert_eq!(form::get(&sent[0], "Filter.1.Name"), Some("tag:hangar:pool"));
     assert_eq!(form::get(&sent[0], "Filter.1.Value.1"), Some("linux-x64"));
-    assert_eq!(form::get(&sent[0], "Filter.2.Name"), Some("instance-state-name"));
-    assert_eq!(form::get(&sent[0], "Filter.2.Value.4"), Some("stopped"));
+    // No state filter: terminated instances keep job ids and interruption flags the planner needs.
+    assert_eq!(form::get(&sent[0], "Filter.2.Name"), None);
     assert_eq!(form::get(&sent[0], "NextToken"), None);
     assert_eq!(form::get(&sent[1], "NextToken"), Some("page-2-token"));
 }

@@ -73,6 +73,11 @@ pub struct LaunchRequest {
     /// Stable for the same logical request (e.g. derived from the SQS message ids), so a retried
     /// CreateFleet call cannot launch twice.
     pub idempotency_key: String,
+    /// For [`LaunchReason::Job`]: the queued jobs this launch is for (the planner's earmarks), at
+    /// most `count`. The fleet tags `launched[i]` with `hangar:job-id = jobs[i]`: at launch when
+    /// one instance is launched for one job, otherwise with one CreateTags per instance right
+    /// after. Empty for warm-pool launches.
+    pub jobs: Vec<JobId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,9 +111,13 @@ pub struct LaunchOutcome {
 #[async_trait]
 pub trait Fleet: Send + Sync {
     async fn launch(&self, req: &LaunchRequest) -> Result<LaunchOutcome, PortError>;
-    /// All instances of one pool that are not terminated, in one paginated, tag-filtered call.
+    /// All instances of one pool that EC2 still lists, in one paginated, tag-filtered call.
+    /// Shutting-down and terminated ones are included: they never count toward `max_runners`
+    /// ([`crate::state::Ec2State::counts_toward_cap`]), but the planner needs their job ids
+    /// and interruption flags.
     async fn describe_pool(&self, pool: &PoolName) -> Result<Vec<ObservedInstance>, PortError>;
     async fn terminate(&self, ids: &[InstanceId]) -> Result<(), PortError>;
+    /// Sets `hangar:lifecycle`; `Some(job)` sets `hangar:job-id`, `None` removes it.
     async fn set_lifecycle(
         &self,
         id: &InstanceId,
