@@ -587,7 +587,7 @@ impl GithubClient {
         loop {
             let r = self
                 .send(Call {
-                    op: op,
+                    op,
                     method: Method::GET,
                     url,
                     auth: Auth::Installation(installation),
