@@ -40,6 +40,7 @@ pub struct SsmJitStore {
     client: aws_sdk_ssm::Client,
     prefix: String,
     kms_key_id: Option<String>,
+    instance_arn_prefix: Option<String>,
 }
 
 fn valid_instance_id(id: &InstanceId) -> bool {
@@ -58,7 +59,7 @@ fn ssm_tag(key: &str, value: &str) -> Tag {
 
 impl SsmJitStore {
     pub fn new(client: aws_sdk_ssm::Client) -> Self {
-        Self { client, prefix: DEFAULT_JIT_PREFIX.into(), kms_key_id: None }
+        Self { client, prefix: DEFAULT_JIT_PREFIX.into(), kms_key_id: None, instance_arn_prefix: None }
     }
 
     pub fn with_prefix(client: aws_sdk_ssm::Client, prefix: &str) -> Result<Self, SsmSetupError> {
@@ -70,12 +71,21 @@ impl SsmJitStore {
         if !ok {
             return Err(SsmSetupError::InvalidPrefix(prefix.to_owned()));
         }
-        Ok(Self { client, prefix: prefix.to_owned(), kms_key_id: None })
+        Ok(Self { client, prefix: prefix.to_owned(), kms_key_id: None, instance_arn_prefix: None })
     }
 
     /// Encrypt with this customer-managed KMS key instead of `aws/ssm`.
     pub fn with_kms_key(mut self, key_id: impl Into<String>) -> Self {
         self.kms_key_id = Some(key_id.into());
+        self
+    }
+
+    /// Also tag each parameter `hangar:instance-arn = {prefix}{instance-id}`, where `prefix` is
+    /// `arn:PARTITION:ec2:REGION:ACCOUNT:instance/`. The runner role's policy compares that tag
+    /// with `${ec2:SourceInstanceARN}`: IAM has no policy variable for the bare instance id, so
+    /// this tag is what limits each instance to its own parameter.
+    pub fn with_instance_arn_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.instance_arn_prefix = Some(prefix.into());
         self
     }
 
@@ -127,11 +137,14 @@ impl JitStore for SsmJitStore {
         } else {
             ParameterTier::Standard
         };
-        let tag_list = vec![
+        let mut tag_list = vec![
             ssm_tag(tags::INSTANCE_ID, instance.as_str()),
             ssm_tag(tags::POOL, pool.as_str()),
             ssm_tag(tags::MANAGED_BY, tags::MANAGED_BY_VALUE),
         ];
+        if let Some(arn_prefix) = &self.instance_arn_prefix {
+            tag_list.push(ssm_tag(tags::INSTANCE_ARN, &format!("{arn_prefix}{}", instance.as_str())));
+        }
         let description = format!("Hangar JIT runner config; {POOL_MARKER}{pool}");
         let put = |overwrite: bool| {
             let b = self

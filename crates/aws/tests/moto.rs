@@ -256,7 +256,8 @@ async fn a_replayed_launch_returns_the_first_instances_through_client_tokens() {
 async fn jit_store_puts_lists_overwrites_and_deletes() {
     let ssm = ssm_client(&moto().endpoint()).await;
     let prefix = format!("/{}/jit", unique("hangar"));
-    let store = SsmJitStore::with_prefix(ssm.clone(), &prefix).unwrap();
+    let arn_prefix = "arn:aws:ec2:us-east-1:123456789012:instance/";
+    let store = SsmJitStore::with_prefix(ssm.clone(), &prefix).unwrap().with_instance_arn_prefix(arn_prefix);
     let pool = PoolName::from("linux-x64");
     let ids: Vec<InstanceId> = (0..12).map(|i| InstanceId::from(format!("i-{i:017x}"))).collect();
     for id in &ids {
@@ -307,6 +308,8 @@ async fn jit_store_puts_lists_overwrites_and_deletes() {
         tags.tag_list().iter().map(|t| (t.key().to_owned(), t.value().to_owned())).collect();
     assert_eq!(tags.get("hangar:instance-id"), Some(&ids[0].to_string()));
     assert_eq!(tags.get("hangar:pool"), Some(&"linux-x64".to_owned()));
+    // The runner role's IAM condition compares this tag with `${ec2:SourceInstanceARN}`.
+    assert_eq!(tags.get("hangar:instance-arn"), Some(&format!("{arn_prefix}{}", ids[0])));
 
     store.delete(&ids[0]).await.unwrap();
     store.delete(&ids[0]).await.unwrap();

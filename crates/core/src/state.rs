@@ -15,6 +15,8 @@ pub mod tags {
     pub const INTERRUPTED: &str = "hangar:interrupted";
     pub const RUNNER_NAME: &str = "hangar:runner-name";
     pub const INSTANCE_ID: &str = "hangar:instance-id";
+    /// On JIT parameters: the instance's ARN, which the runner role's IAM condition matches.
+    pub const INSTANCE_ARN: &str = "hangar:instance-arn";
     pub const MANAGED_BY: &str = "hangar:managed-by";
     pub const MANAGED_BY_VALUE: &str = "hangar";
 }
