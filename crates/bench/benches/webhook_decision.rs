@@ -64,6 +64,11 @@ fn bench(c: &mut Criterion) {
             black_box((msg, lines))
         })
     });
+    g.bench_function("parse_only", |b| {
+        b.iter(|| hangar_core::event::WorkflowJobEvent::parse(black_box(&body)).unwrap())
+    });
+    let metric = d.metrics[0].clone();
+    g.bench_function("emf_line_only", |b| b.iter(|| emf::render("Hangar", black_box(&metric), 0)));
     g.finish();
     eprintln!("payload: {} bytes", body.len());
 }
