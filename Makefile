@@ -39,5 +39,8 @@ bench: setup
 demo: setup
 	bash tools/demo.sh
 
-deploy:
-	cd infra && sam build --beta-features && sam deploy --guided
+# Needs AWS credentials. sam and cargo-lambda come from the pinned virtualenvs; cargo-lambda
+# cross-compiles to arm64 with Zig (see infra/README.md).
+deploy: setup setup-lint
+	cd infra && PATH="$(CURDIR)/.venv-sam/bin:$(CURDIR)/.venv/bin:$$PATH" sam build --beta-features \
+	  && PATH="$(CURDIR)/.venv-sam/bin:$(CURDIR)/.venv/bin:$$PATH" sam deploy --guided
