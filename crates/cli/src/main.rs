@@ -1,5 +1,7 @@
 //! `hangar`: operator tooling. Wiring only; every decision is the core's.
 
+mod demo;
+// `hangar explain` is the lead's (crates/cli/src/explain.rs).
 mod explain;
 
 use clap::{Parser, Subcommand};
@@ -15,6 +17,8 @@ struct Cli {
 enum Command {
     /// Run the webhook's decision offline on a delivery and print it as JSON.
     Explain(explain::ExplainArgs),
+    /// Run the local cloud (moto, cargo lambda, GitHub and runner simulators) on a workload trace.
+    Demo(demo::DemoArgs),
 }
 
 fn main() {
@@ -27,6 +31,7 @@ fn main() {
     };
     let result = match cli.command {
         Command::Explain(args) => explain::run(args),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

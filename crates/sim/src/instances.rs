@@ -413,7 +413,8 @@ async fn step(inner: &Arc<Inner>, seen: &[SeenInstance]) {
                     t.record.runner_id = None;
                     t.record.runner_name = None;
                     t.record.job_id = None;
-                    let delay = inner.cfg.restart.draw(inner.cfg.seed ^ fnv(&s.id) ^ u64::from(t.record.boots));
+                    let delay =
+                        inner.cfg.restart.draw(inner.cfg.seed ^ fnv(&s.id) ^ u64::from(t.record.boots));
                     t.task = Some(tokio::spawn(run_instance(Arc::clone(inner), s.id.clone(), delay)));
                 }
                 Some(t) if !up && t.record.phase.active() => {

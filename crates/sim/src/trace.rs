@@ -372,8 +372,14 @@ mod tests {
             ("name: t\njobs: [{at: 0, repo: nope, labels: [x], duration: 1}]\n", "jobs[0].repo"),
             ("name: t\njobs: [{at: -1, repo: o/r, labels: [x], duration: 1}]\n", "jobs[0].at"),
             ("name: t\njobs: [{at: 0, repo: o/r, labels: [], duration: 1}]\n", "jobs[0].labels"),
-            ("name: t\ntime_compression: 0\njobs: [{at: 0, repo: o/r, labels: [x], duration: 1}]\n", "time_compression"),
-            ("name: t\njobs: [{at: 0, repo: o/r, labels: [x], duration: 1, run_attempt: 0}]\n", "jobs[0].run_attempt"),
+            (
+                "name: t\ntime_compression: 0\njobs: [{at: 0, repo: o/r, labels: [x], duration: 1}]\n",
+                "time_compression",
+            ),
+            (
+                "name: t\njobs: [{at: 0, repo: o/r, labels: [x], duration: 1, run_attempt: 0}]\n",
+                "jobs[0].run_attempt",
+            ),
         ];
         for (text, field) in cases {
             match Trace::from_yaml(text) {
@@ -391,7 +397,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.faults.len(), 6);
-        assert!(matches!(&t.faults[0].action, FaultAction::Aws(crate::fault_proxy::Fault::Error { code, .. }) if code == "RequestLimitExceeded"));
+        assert!(
+            matches!(&t.faults[0].action, FaultAction::Aws(crate::fault_proxy::Fault::Error { code, .. }) if code == "RequestLimitExceeded")
+        );
         assert!(matches!(&t.faults[2].action, FaultAction::KillScaler(_)));
     }
 }

@@ -1,0 +1,358 @@
+//! What Lambda's SQS event source mapping and the EventBridge schedule do for the scaler in AWS:
+//! poll the FIFO queue, hand batches of up to 10 messages to the function in the SQS event
+//! shape (one batch per message group at a time, in order), delete what succeeded, leave
+//! `batchItemFailures` (and everything after them in their group) to reappear after the
+//! visibility timeout, and send a `Scheduled Event` every reconcile period.
+
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+
+const REGION: &str = "us-east-1";
+const ACCOUNT: &str = "123456789012";
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct EsmStats {
+    pub batches: u64,
+    pub messages: u64,
+    pub deleted: u64,
+    pub item_failures: u64,
+    pub failed_invocations: u64,
+    pub reconciles: u64,
+    pub failed_reconciles: u64,
+    pub ec2_events: u64,
+}
+
+pub struct Invoker {
+    http: reqwest::Client,
+    url: String,
+    pub inflight: AtomicUsize,
+}
+
+impl Invoker {
+    /// `base` is the `cargo lambda watch` address; the function is `_` (the one function it
+    /// serves with `--only-lambda-apis`).
+    pub fn new(base: &str, timeout: Duration) -> anyhow::Result<Self> {
+        Ok(Invoker {
+            http: reqwest::Client::builder().timeout(timeout).build()?,
+            url: format!("{base}/2015-03-31/functions/_/invocations"),
+            inflight: AtomicUsize::new(0),
+        })
+    }
+
+    /// One synchronous invocation; `Err` for a function error, a timeout or a dead runtime.
+    pub async fn invoke(&self, payload: &Value) -> Result<Value, String> {
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        let res = self.http.post(&self.url).json(payload).send().await;
+        self.inflight.fetch_sub(1, Ordering::SeqCst);
+        let resp = res.map_err(|e| format!("invoke: {e}"))?;
+        let status = resp.status();
+        let function_error = resp.headers().contains_key("x-amz-function-error");
+        let body = resp.bytes().await.map_err(|e| format!("invoke body: {e}"))?;
+        let v: Value =
+            if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
+        if !status.is_success() || function_error || v.get("errorType").is_some() {
+            let msg = v.get("errorMessage").and_then(Value::as_str).unwrap_or("");
+            return Err(format!("function error (HTTP {}): {msg}", status.as_u16()));
+        }
+        Ok(v)
+    }
+}
+
+pub struct Esm {
+    pub sqs: aws_sdk_sqs::Client,
+    pub queue_url: String,
+    pub invoker: Arc<Invoker>,
+    pub batch_concurrency: usize,
+    pub visibility_timeout: i32,
+    pub stats: Mutex<EsmStats>,
+    groups: Mutex<HashSet<String>>,
+}
+
+impl Esm {
+    pub fn new(
+        sqs: aws_sdk_sqs::Client,
+        queue_url: String,
+        invoker: Arc<Invoker>,
+        batch_concurrency: usize,
+        visibility_timeout: i32,
+    ) -> Self {
+        Esm {
+            sqs,
+            queue_url,
+            invoker,
+            batch_concurrency: batch_concurrency.max(1),
+            visibility_timeout,
+            stats: Mutex::new(EsmStats::default()),
+            groups: Mutex::new(HashSet::new()),
+        }
+    }
+
+    pub fn stats(&self) -> EsmStats {
+        self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut EsmStats)) {
+        f(&mut self.stats.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn queue_arn(&self) -> String {
+        let name = self.queue_url.rsplit('/').next().unwrap_or("queue");
+        format!("arn:aws:sqs:{REGION}:{ACCOUNT}:{name}")
+    }
+
+    fn record(&self, m: &Message) -> Value {
+        let mut attrs = serde_json::Map::new();
+        if let Some(a) = m.attributes() {
+            for (k, v) in a {
+                attrs.insert(k.as_str().to_owned(), Value::String(v.clone()));
+            }
+        }
+        json!({
+            "messageId": m.message_id().unwrap_or_default(),
+            "receiptHandle": m.receipt_handle().unwrap_or_default(),
+            "body": m.body().unwrap_or_default(),
+            "attributes": attrs,
+            "messageAttributes": {},
+            "md5OfBody": m.md5_of_body().unwrap_or_default(),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self.queue_arn(),
+            "awsRegion": REGION,
+        })
+    }
+
+    fn group_of(m: &Message) -> String {
+        m.attributes()
+            .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Polls until `stop` turns true.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let permits = Arc::new(Semaphore::new(self.batch_concurrency));
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
+            let recv = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .visibility_timeout(self.visibility_timeout)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .send();
+            let out = tokio::select! {
+                r = recv => r,
+                _ = stop.changed() => return,
+            };
+            let msgs = match out {
+                Ok(o) => o.messages().to_vec(),
+                Err(e) => {
+                    tracing::warn!(error = ?e, "esm: ReceiveMessage failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if msgs.is_empty() {
+                continue;
+            }
+            // One batch per message group in flight, as Lambda does for FIFO queues; moto
+            // should not hand out a busy group, this makes sure.
+            let (mine, busy): (Vec<Message>, Vec<Message>) = {
+                let mut g = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+                let batch_groups: HashSet<String> = msgs.iter().map(Self::group_of).collect();
+                let free: HashSet<String> =
+                    batch_groups.iter().filter(|x| !g.contains(*x)).cloned().collect();
+                g.extend(free.iter().cloned());
+                msgs.into_iter().partition(|m| free.contains(&Self::group_of(m)))
+            };
+            for m in &busy {
+                if let Some(h) = m.receipt_handle() {
+                    let _ = self
+                        .sqs
+                        .change_message_visibility()
+                        .queue_url(&self.queue_url)
+                        .receipt_handle(h)
+                        .visibility_timeout(0)
+                        .send()
+                        .await;
+                }
+            }
+            if mine.is_empty() {
+                continue;
+            }
+            let me = Arc::clone(&self);
+            tokio::spawn(async move {
+                me.handle_batch(mine).await;
+                drop(permit);
+            });
+        }
+    }
+
+    async fn handle_batch(&self, msgs: Vec<Message>) {
+        let groups: HashSet<String> = msgs.iter().map(Self::group_of).collect();
+        let event = json!({ "Records": msgs.iter().map(|m| self.record(m)).collect::<Vec<_>>() });
+        self.bump(|s| {
+            s.batches += 1;
+            s.messages += msgs.len() as u64;
+        });
+        let result = self.invoker.invoke(&event).await;
+        let to_delete: Vec<&Message> = match &result {
+            Err(e) => {
+                tracing::info!(error = %e, messages = msgs.len(), "esm: batch failed; messages reappear after the visibility timeout");
+                self.bump(|s| s.failed_invocations += 1);
+                Vec::new()
+            }
+            Ok(v) => {
+                let failed: HashSet<String> = v
+                    .get("batchItemFailures")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|f| {
+                                f.get("itemIdentifier").and_then(Value::as_str).map(str::to_owned)
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.bump(|s| s.item_failures += failed.len() as u64);
+                // FIFO: nothing after a failed message of the same group may be deleted.
+                let mut blocked: HashSet<String> = HashSet::new();
+                let mut keep = Vec::new();
+                for m in &msgs {
+                    let g = Self::group_of(m);
+                    if failed.contains(m.message_id().unwrap_or_default()) {
+                        blocked.insert(g);
+                    } else if !blocked.contains(&g) {
+                        keep.push(m);
+                    }
+                }
+                keep
+            }
+        };
+        if !to_delete.is_empty() {
+            let entries: Vec<DeleteMessageBatchRequestEntry> = to_delete
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| {
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(format!("m{i}"))
+                        .receipt_handle(m.receipt_handle().unwrap_or_default())
+                        .build()
+                        .ok()
+                })
+                .collect();
+            match self
+                .sqs
+                .delete_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
+                Ok(o) => {
+                    let n = o.successful().len() as u64;
+                    self.bump(|s| s.deleted += n);
+                }
+                Err(e) => tracing::warn!(error = ?e, "esm: DeleteMessageBatch failed"),
+            }
+        }
+        let mut g = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+        for x in groups {
+            g.remove(&x);
+        }
+    }
+}
+
+/// An EventBridge `Scheduled Event`, as the reconcile rule sends it.
+pub fn scheduled_event() -> Value {
+    json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "region": REGION,
+        "resources": [format!("arn:aws:events:{REGION}:{ACCOUNT}:rule/hangar-demo-reconcile")],
+        "detail": {}
+    })
+}
+
+/// An `EC2 Instance State-change Notification`, as the template's EventBridge rule forwards it.
+pub fn state_change_event(instance_id: &str, state: &str) -> Value {
+    json!({
+        "version": "0",
+        "id": uuid::Uuid::new_v4().to_string(),
+        "detail-type": "EC2 Instance State-change Notification",
+        "source": "aws.ec2",
+        "account": ACCOUNT,
+        "time": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "region": REGION,
+        "resources": [format!("arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{instance_id}")],
+        "detail": { "instance-id": instance_id, "state": state }
+    })
+}
+
+/// Sends the reconcile schedule every `period` until `stop`; a reconcile still running when the
+/// next is due is not overlapped (the next one supersedes it anyway).
+pub async fn schedule(esm: Arc<Esm>, period: Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        esm.bump(|s| s.reconciles += 1);
+        if let Err(e) = esm.invoker.invoke(&scheduled_event()).await {
+            tracing::info!(error = %e, "esm: reconcile invocation failed");
+            esm.bump(|s| s.failed_reconciles += 1);
+        }
+    }
+}
+
+/// Forwards EC2 state changes seen in moto (`running`, `stopped`, `terminated`) to the scaler
+/// as EventBridge would, asynchronously and at most once per instance and state.
+pub async fn ec2_events(
+    esm: Arc<Esm>,
+    mut obs: watch::Receiver<Arc<hangar_sim::instances::Observation>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            r = obs.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+        let snapshot = obs.borrow_and_update().clone();
+        for i in &snapshot.instances {
+            if !matches!(i.state.as_str(), "running" | "stopped" | "terminated") {
+                continue;
+            }
+            if last.get(&i.id) == Some(&i.state) {
+                continue;
+            }
+            last.insert(i.id.clone(), i.state.clone());
+            let ev = state_change_event(&i.id, &i.state);
+            let me = Arc::clone(&esm);
+            me.bump(|s| s.ec2_events += 1);
+            tokio::spawn(async move {
+                if let Err(e) = me.invoker.invoke(&ev).await {
+                    tracing::debug!(error = %e, "esm: EC2 event invocation failed");
+                }
+            });
+        }
+    }
+}

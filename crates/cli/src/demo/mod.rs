@@ -1,0 +1,912 @@
+//! `hangar demo`: the whole of Hangar on one machine, on real binaries.
+//!
+//! moto_server (behind the AWS fault proxy) is the AWS account; `cargo lambda watch` runs the
+//! Lambda runtime API in front of the real `hangar-webhook` and `hangar-scaler` binaries; the
+//! GitHub simulator queues the trace's jobs and sends signed webhooks to the webhook's function
+//! URL; the runner-instance simulator plays every launched instance. The demo itself stands in
+//! for the SQS event source mapping and the EventBridge rules (see [`esm`]), replays the trace
+//! and its faults, drains the pools (warm pools to zero, as an operator would before deleting
+//! the stack), counts what is left, and stops everything it started, by PID.
+
+mod esm;
+mod procs;
+mod report;
+mod stack;
+
+use anyhow::{bail, Context};
+use hangar_core::config::Config;
+use hangar_core::routing::Router;
+use hangar_sim::fault_proxy::FaultProxy;
+use hangar_sim::github::{GithubSim, JobSpec, JobStatus, OrgSpec, SimConfig};
+use hangar_sim::instances::{DelayRange, InstanceSim, InstanceSimConfig, Phase};
+use hangar_sim::trace::{FaultAction, Trace};
+use procs::{free_port, wait_port, Proc, Spec};
+use report::{Outcome, PoolOutcome, Sample};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+const APP_ID: u64 = 4242;
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// The workload trace (see crates/sim/src/trace.rs and traces/).
+    #[arg(long)]
+    pub trace: PathBuf,
+    /// Where report.json goes; the SVG picture goes next to it (same name, `.svg`).
+    #[arg(long, default_value = "report.json")]
+    pub report: PathBuf,
+    /// Pool configuration; default: the trace's `config`, else traces/pools.yaml.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Repository root (for `cargo lambda watch`, .venv and target/); default: this build's.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Where the Lambda binaries are; default ROOT/target/debug.
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// Process logs; default: `hangar-demo-logs/` next to the report.
+    #[arg(long)]
+    pub logs: Option<PathBuf>,
+    /// Scaler execution environments (the function's concurrency).
+    #[arg(long, default_value_t = 2)]
+    pub scalers: usize,
+    /// Real seconds between reconcile events (the schedule is `rate(1 minute)` in AWS).
+    #[arg(long, default_value_t = 2.0)]
+    pub reconcile_every: f64,
+    /// Real seconds a received SQS message stays invisible (360 in AWS).
+    #[arg(long, default_value_t = 5)]
+    pub visibility_timeout: u32,
+    /// Real seconds an invocation may take before it counts as failed (60 in AWS).
+    #[arg(long, default_value_t = 30)]
+    pub lambda_timeout: u64,
+    /// Boot delay of a new instance, `MIN-MAX` real milliseconds.
+    #[arg(long, default_value = "1000-2500")]
+    pub boot_ms: String,
+    /// Boot delay of an instance started from stopped, `MIN-MAX` real milliseconds.
+    #[arg(long, default_value = "300-800")]
+    pub restart_ms: String,
+    /// Real seconds an instance waits for its JIT parameter (600 on a real runner).
+    #[arg(long, default_value_t = 30.0)]
+    pub jit_deadline: f64,
+    /// Real seconds to wait, after the last arrival and the longest job, for jobs to finish.
+    #[arg(long, default_value_t = 120.0)]
+    pub settle_timeout: f64,
+    /// Real seconds to wait for the drained pools to empty.
+    #[arg(long, default_value_t = 90.0)]
+    pub drain_timeout: f64,
+    /// Extra `KEY=VALUE` for both Lambda functions (repeatable).
+    #[arg(long = "lambda-env")]
+    pub lambda_env: Vec<String>,
+    /// Do not forward EC2 state changes to the scaler.
+    #[arg(long)]
+    pub no_ec2_events: bool,
+}
+
+fn parse_range(s: &str) -> anyhow::Result<DelayRange> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let a: u64 = a.trim().parse().with_context(|| format!("`{s}` is not MIN-MAX milliseconds"))?;
+    let b: u64 = b.trim().parse().with_context(|| format!("`{s}` is not MIN-MAX milliseconds"))?;
+    Ok(DelayRange::new(a, b))
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<i32> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(orchestrate(args))
+}
+
+struct Paths {
+    root: PathBuf,
+    bin_dir: PathBuf,
+    moto: PathBuf,
+    cargo_lambda: PathBuf,
+    logs: PathBuf,
+    svg: PathBuf,
+}
+
+fn resolve(args: &DemoArgs) -> anyhow::Result<Paths> {
+    let root = match &args.root {
+        Some(r) => r.clone(),
+        None => {
+            Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).context("repository root")?.to_path_buf()
+        }
+    };
+    let bin_dir = args.bin_dir.clone().unwrap_or_else(|| root.join("target/debug"));
+    let moto = std::env::var_os("HANGAR_MOTO_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv/bin/moto_server"));
+    let cargo_lambda = root.join(".venv/bin/cargo-lambda");
+    for (what, p) in [("moto_server", &moto), ("cargo-lambda", &cargo_lambda)] {
+        if !p.exists() {
+            bail!("{what} not found at {}; run `bash tools/setup.sh` (make demo does)", p.display());
+        }
+    }
+    for b in ["hangar-webhook", "hangar-scaler"] {
+        if !bin_dir.join(b).exists() {
+            bail!(
+                "{} not found; run `cargo build --workspace --all-targets` (make demo does)",
+                bin_dir.join(b).display()
+            );
+        }
+    }
+    let report_dir =
+        args.report.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let logs = args.logs.clone().unwrap_or_else(|| report_dir.join("hangar-demo-logs"));
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    Ok(Paths { root, bin_dir, moto, cargo_lambda, logs, svg: args.report.with_extension("svg") })
+}
+
+async fn aws_client_config(endpoint: &str) -> aws_config::SdkConfig {
+    let creds = aws_credential_types::Credentials::new("testing", "testing", None, None, "hangar-demo");
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
+/// Every process the demo started, stopped in reverse order whatever happens.
+#[derive(Default)]
+struct Started {
+    procs: Vec<Proc>,
+    scalers: Option<Arc<Scalers>>,
+}
+
+impl Started {
+    async fn stop_all(&mut self) {
+        if let Some(s) = self.scalers.take() {
+            s.stop_all().await;
+        }
+        while let Some(mut p) = self.procs.pop() {
+            p.stop().await;
+        }
+    }
+}
+
+/// The scaler's execution environments; the kill fault replaces them.
+struct Scalers {
+    program: PathBuf,
+    env: BTreeMap<String, String>,
+    cwd: PathBuf,
+    logs: PathBuf,
+    count: usize,
+    procs: tokio::sync::Mutex<Vec<Proc>>,
+    generation: Mutex<u32>,
+}
+
+impl Scalers {
+    async fn start(&self) -> anyhow::Result<()> {
+        let gen = {
+            let mut g = self.generation.lock().unwrap_or_else(|e| e.into_inner());
+            *g += 1;
+            *g
+        };
+        let mut procs = self.procs.lock().await;
+        for i in 0..self.count {
+            procs.push(Proc::spawn(Spec {
+                name: format!("hangar-scaler-{gen}-{i}"),
+                program: &self.program,
+                args: vec![],
+                env: self.env.clone(),
+                cwd: &self.cwd,
+                log_dir: &self.logs,
+            })?);
+        }
+        Ok(())
+    }
+
+    async fn kill_all_hard(&self) {
+        let mut procs = self.procs.lock().await;
+        for p in procs.iter_mut() {
+            p.kill_hard().await;
+        }
+        procs.clear();
+    }
+
+    async fn stop_all(&self) {
+        let mut procs = self.procs.lock().await;
+        for p in procs.iter_mut() {
+            p.stop().await;
+        }
+        procs.clear();
+    }
+}
+
+async fn orchestrate(args: DemoArgs) -> anyhow::Result<i32> {
+    let paths = resolve(&args)?;
+    let trace = Trace::load(&args.trace).with_context(|| format!("trace {}", args.trace.display()))?;
+    let config_path = args
+        .config
+        .clone()
+        .or_else(|| trace.config.clone())
+        .unwrap_or_else(|| paths.root.join("traces/pools.yaml"));
+    let config_text = std::fs::read_to_string(&config_path)
+        .with_context(|| format!("reading {}", config_path.display()))?;
+    let config = Config::from_yaml(&config_text)
+        .with_context(|| format!("pool configuration {}", config_path.display()))?;
+    let router = Router::new(&config);
+    for (i, j) in trace.expanded().iter().enumerate() {
+        if router.route(&j.labels).is_err() {
+            bail!("trace job {i} (labels {:?}) routes to no pool of {}", j.labels, config_path.display());
+        }
+    }
+    let mut started = Started::default();
+    let result = run_cloud(&args, &paths, &trace, config, &mut started).await;
+    started.stop_all().await;
+    let outcome = result?;
+    let json = serde_json::to_string_pretty(&outcome.0.to_json())?;
+    std::fs::write(&args.report, json + "\n")
+        .with_context(|| format!("writing {}", args.report.display()))?;
+    std::fs::write(&paths.svg, outcome.1).with_context(|| format!("writing {}", paths.svg.display()))?;
+    print!("{}", outcome.0.table());
+    println!(
+        "  report: {}  picture: {}  logs: {}",
+        args.report.display(),
+        paths.svg.display(),
+        paths.logs.display()
+    );
+    Ok(if outcome.0.clean() { 0 } else { 1 })
+}
+
+/// A trace job and what became of it (the attempts are a chain of re-runs in the simulator).
+struct Root {
+    id: u64,
+    pool: String,
+    attempts: u32,
+    conclusion: String,
+}
+
+async fn run_cloud(
+    args: &DemoArgs,
+    paths: &Paths,
+    trace: &Trace,
+    config: Config,
+    started: &mut Started,
+) -> anyhow::Result<(Outcome, String)> {
+    let t0 = Instant::now();
+    let say = |msg: String| eprintln!("[{:>6.1}s] {msg}", t0.elapsed().as_secs_f64());
+
+    // AWS: moto, and the fault proxy in front of it for everything Hangar calls.
+    let moto_port = free_port()?;
+    let mut moto = Proc::spawn(Spec {
+        name: "moto_server".into(),
+        program: &paths.moto,
+        args: vec!["-H".into(), "127.0.0.1".into(), "-p".into(), moto_port.to_string()],
+        env: BTreeMap::new(),
+        cwd: &paths.logs,
+        log_dir: &paths.logs,
+    })?;
+    let ready = wait_port(&mut moto, moto_port, Duration::from_secs(60)).await;
+    started.procs.push(moto);
+    ready?;
+    let moto_url = format!("http://127.0.0.1:{moto_port}");
+    let proxy = FaultProxy::start(moto_url.clone()).await.context("starting the fault proxy")?;
+    let direct = aws_client_config(&moto_url).await;
+    let ec2 = aws_sdk_ec2::Client::new(&direct);
+    let ssm = aws_sdk_ssm::Client::new(&direct);
+    let sqs = aws_sdk_sqs::Client::new(&direct);
+    say(format!("moto on {moto_url}, fault proxy on {}", proxy.endpoint()));
+
+    // GitHub, sending webhooks to the webhook function's URL.
+    let webhook_port = free_port()?;
+    let scaler_port = free_port()?;
+    let webhook_url = format!("http://127.0.0.1:{webhook_port}/lambda-url/_/");
+    let secret = format!("demo-{}", uuid::Uuid::new_v4().simple());
+    let keys = paths.root.join("fixtures/keys");
+    let public_key = std::fs::read_to_string(keys.join("test-only-github-app.public-key.pem"))
+        .context("reading the test-only App public key")?;
+    let private_key = std::fs::read_to_string(keys.join("test-only-github-app.private-key.pem"))
+        .context("reading the test-only App private key")?;
+    let mut sim_cfg = SimConfig::new(APP_ID, public_key);
+    let group = config.github.runner_group.clone();
+    sim_cfg.orgs = vec![OrgSpec {
+        login: config.organization.clone(),
+        id: 33435655,
+        installation_id: 1,
+        runner_groups: if group == "Default" { vec![] } else { vec![group] },
+    }];
+    sim_cfg.webhook_url = Some(webhook_url.clone());
+    sim_cfg.webhook_secret = secret.clone();
+    let sim = Arc::new(GithubSim::start(sim_cfg).await.context("starting the GitHub simulator")?);
+    say(format!("GitHub simulator on {}", sim.base_url()));
+
+    let stack = stack::create(
+        &ec2,
+        &sqs,
+        &ssm,
+        stack::StackInput {
+            config: &config,
+            api_url: &sim.base_url(),
+            app_id: APP_ID,
+            webhook_secret: &secret,
+            app_private_key_pem: &private_key,
+            visibility_timeout_secs: args.visibility_timeout,
+        },
+    )
+    .await?;
+    say(format!(
+        "stack: queue {}, {} subnets, launch templates {:?}",
+        stack.queue_url,
+        stack.subnets.len(),
+        stack.launch_templates.keys().collect::<Vec<_>>()
+    ));
+
+    // The Lambda runtime API: one `cargo lambda watch` per function.
+    for (name, port) in [("webhook", webhook_port), ("scaler", scaler_port)] {
+        let mut p = Proc::spawn(Spec {
+            name: format!("cargo-lambda-watch-{name}"),
+            program: &paths.cargo_lambda,
+            args: vec![
+                "lambda".into(),
+                "watch".into(),
+                "--only-lambda-apis".into(),
+                "-A".into(),
+                "127.0.0.1".into(),
+                "-P".into(),
+                port.to_string(),
+                "--timeout".into(),
+                args.lambda_timeout.to_string(),
+            ],
+            env: BTreeMap::new(),
+            cwd: &paths.root,
+            log_dir: &paths.logs,
+        })?;
+        let ready = wait_port(&mut p, port, Duration::from_secs(60)).await;
+        started.procs.push(p);
+        ready?;
+    }
+    let mut common: BTreeMap<String, String> = [
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "1"),
+        ("HANGAR_METRICS_NAMESPACE", "HangarDemo"),
+        ("HANGAR_CONFIG_PARAMETER", stack::CONFIG_PARAMETER),
+        ("RUST_LOG", "info"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    common.insert("HANGAR_AWS_ENDPOINT".into(), proxy.endpoint());
+    common.insert("HANGAR_QUEUE_URL".into(), stack.queue_url.clone());
+    let mut webhook_env = common.clone();
+    webhook_env.insert("AWS_LAMBDA_RUNTIME_API".into(), format!("http://127.0.0.1:{webhook_port}/.rt"));
+    webhook_env.insert("AWS_LAMBDA_FUNCTION_NAME".into(), "hangar-demo-webhook".into());
+    webhook_env.insert("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), "128".into());
+    webhook_env.insert("HANGAR_WEBHOOK_SECRET_PARAMETER".into(), stack::SECRET_PARAMETER.into());
+    webhook_env.insert("HANGAR_MAX_BODY_BYTES".into(), "1048576".into());
+    let mut scaler_env = common.clone();
+    scaler_env.insert("AWS_LAMBDA_RUNTIME_API".into(), format!("http://127.0.0.1:{scaler_port}/.rt"));
+    scaler_env.insert("AWS_LAMBDA_FUNCTION_NAME".into(), "hangar-demo-scaler".into());
+    scaler_env.insert("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), "256".into());
+    scaler_env.insert("HANGAR_GITHUB_APP_KEY_PARAMETER".into(), stack::APP_KEY_PARAMETER.into());
+    scaler_env.insert("HANGAR_JIT_PARAMETER_PREFIX".into(), stack::JIT_PREFIX.into());
+    if let Some(id) = stack.launch_templates.values().next() {
+        scaler_env.insert("HANGAR_LAUNCH_TEMPLATE_ID".into(), id.clone());
+    }
+    for kv in &args.lambda_env {
+        let (k, v) = kv.split_once('=').with_context(|| format!("--lambda-env `{kv}` is not KEY=VALUE"))?;
+        webhook_env.insert(k.to_owned(), v.to_owned());
+        scaler_env.insert(k.to_owned(), v.to_owned());
+    }
+    started.procs.push(Proc::spawn(Spec {
+        name: "hangar-webhook".into(),
+        program: &paths.bin_dir.join("hangar-webhook"),
+        args: vec![],
+        env: webhook_env,
+        cwd: &paths.logs,
+        log_dir: &paths.logs,
+    })?);
+    let scalers = Arc::new(Scalers {
+        program: paths.bin_dir.join("hangar-scaler"),
+        env: scaler_env,
+        cwd: paths.logs.clone(),
+        logs: paths.logs.clone(),
+        count: args.scalers.max(1),
+        procs: tokio::sync::Mutex::new(Vec::new()),
+        generation: Mutex::new(0),
+    });
+    scalers.start().await?;
+    started.scalers = Some(Arc::clone(&scalers));
+    say(format!(
+        "Lambdas: webhook on {webhook_url}, scaler ×{} on 127.0.0.1:{scaler_port}",
+        args.scalers.max(1)
+    ));
+
+    // Runner instances.
+    let mut icfg = InstanceSimConfig::new(sim.control_url());
+    icfg.jit_prefix = stack::JIT_PREFIX.into();
+    icfg.boot = parse_range(&args.boot_ms)?;
+    icfg.restart = parse_range(&args.restart_ms)?;
+    icfg.jit_deadline = Duration::from_secs_f64(args.jit_deadline.max(1.0));
+    let instances = Arc::new(InstanceSim::start(ec2.clone(), ssm.clone(), icfg)?);
+
+    // Event sources.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let invoker = Arc::new(esm::Invoker::new(
+        &format!("http://127.0.0.1:{scaler_port}"),
+        Duration::from_secs(args.lambda_timeout + 5),
+    )?);
+    let esm = Arc::new(esm::Esm::new(
+        sqs.clone(),
+        stack.queue_url.clone(),
+        Arc::clone(&invoker),
+        args.scalers.max(1),
+        args.visibility_timeout as i32,
+    ));
+    let mut tasks = vec![
+        tokio::spawn(Arc::clone(&esm).run(stop_rx.clone())),
+        tokio::spawn(esm::schedule(
+            Arc::clone(&esm),
+            Duration::from_secs_f64(args.reconcile_every.max(0.2)),
+            stop_rx.clone(),
+        )),
+    ];
+    if !args.no_ec2_events {
+        tasks.push(tokio::spawn(esm::ec2_events(Arc::clone(&esm), instances.subscribe(), stop_rx.clone())));
+    }
+
+    // Sampling: the pools' picture, and the cap, checked on every look at moto.
+    let max_runners: BTreeMap<String, u32> =
+        config.pools.iter().map(|p| (p.name.to_string(), p.max_runners)).collect();
+    let pool_names: Vec<String> = config.pools.iter().map(|p| p.name.to_string()).collect();
+    let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
+    let peaks = Arc::new(Mutex::new(BTreeMap::<String, u32>::new()));
+    let job_tags = Arc::new(Mutex::new(HashSet::<String>::new()));
+    {
+        let (samples, peaks, job_tags) = (Arc::clone(&samples), Arc::clone(&peaks), Arc::clone(&job_tags));
+        let (sim, router, max_runners, pool_names) =
+            (Arc::clone(&sim), Router::new(&config), max_runners.clone(), pool_names.clone());
+        let mut obs = instances.subscribe();
+        let mut stop = stop_rx.clone();
+        let start = Instant::now();
+        tasks.push(tokio::spawn(async move {
+            let mut last_sample: Option<u64> = None;
+            loop {
+                tokio::select! {
+                    r = obs.changed() => if r.is_err() { return },
+                    _ = stop.changed() => return,
+                }
+                let o = obs.borrow_and_update().clone();
+                let mut counts: BTreeMap<String, [u32; 5]> =
+                    pool_names.iter().map(|p| (p.clone(), [0; 5])).collect();
+                for i in &o.instances {
+                    if let Some(j) = &i.job_tag {
+                        job_tags.lock().unwrap_or_else(|e| e.into_inner()).insert(j.clone());
+                    }
+                    let Some(c) = i.pool.as_ref().and_then(|p| counts.get_mut(p)) else { continue };
+                    if !i.counts_toward_cap() {
+                        continue;
+                    }
+                    c[4] += 1;
+                    match o.phases.get(&i.id) {
+                        Some(Phase::Idle) => c[1] += 1,
+                        Some(Phase::Busy) => c[2] += 1,
+                        _ => c[0] += 1,
+                    }
+                }
+                for j in sim.jobs().iter().filter(|j| j.status == JobStatus::Queued) {
+                    if let Ok(idx) = router.route(&j.labels) {
+                        if let Some(c) = counts.get_mut(&pool_names[idx]) {
+                            c[3] += 1;
+                        }
+                    }
+                }
+                {
+                    let mut pk = peaks.lock().unwrap_or_else(|e| e.into_inner());
+                    for (p, c) in &counts {
+                        let e = pk.entry(p.clone()).or_default();
+                        *e = (*e).max(c[4]);
+                    }
+                }
+                let _ = &max_runners;
+                let t = start.elapsed().as_millis() as u64;
+                if last_sample.is_none_or(|l| t >= l + 500) {
+                    last_sample = Some(t);
+                    samples.lock().unwrap_or_else(|e| e.into_inner()).push(Sample { t_ms: t, pools: counts });
+                }
+            }
+        }));
+    }
+
+    // Faults.
+    let extra = Arc::new(Mutex::new(BTreeMap::<String, serde_json::Value>::new()));
+    let replay_start = Instant::now();
+    let proxy = Arc::new(proxy);
+    for f in trace.faults.clone() {
+        let at = trace.real(f.at);
+        let (sim, proxy, scalers, invoker, extra) = (
+            Arc::clone(&sim),
+            Arc::clone(&proxy),
+            Arc::clone(&scalers),
+            Arc::clone(&invoker),
+            Arc::clone(&extra),
+        );
+        let until = match &f.action {
+            FaultAction::DuplicateWebhooks(u) => Some(trace.real(u.until)),
+            _ => None,
+        };
+        let webhook_url = webhook_url.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until((replay_start + at).into()).await;
+            let bump = |k: &str, n: u64| {
+                let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
+                let v = e.entry(k.to_owned()).or_insert(serde_json::json!(0));
+                *v = serde_json::json!(v.as_u64().unwrap_or(0) + n);
+            };
+            match f.action {
+                FaultAction::Aws(fault) => {
+                    proxy.inject(fault);
+                    bump("faults_aws", 1);
+                }
+                FaultAction::Github(g) => {
+                    sim.inject_fault(g.to_sim());
+                    bump("faults_github", 1);
+                }
+                FaultAction::GithubRateLimit(r) => {
+                    sim.exhaust_rate_limit(None, Duration::from_secs_f64(r.reset_in));
+                    bump("faults_github_rate_limit", 1);
+                }
+                FaultAction::KillScaler(_) => {
+                    // Wait for an invocation in flight, so the kill lands mid-batch.
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while invoker.inflight.load(std::sync::atomic::Ordering::SeqCst) == 0
+                        && Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    let mid = invoker.inflight.load(std::sync::atomic::Ordering::SeqCst) > 0;
+                    scalers.kill_all_hard().await;
+                    bump("scaler_kills", 1);
+                    if mid {
+                        bump("scaler_kills_mid_invocation", 1);
+                    }
+                    if let Err(e) = scalers.start().await {
+                        eprintln!("hangar demo: restarting the scaler failed: {e:#}");
+                    }
+                }
+                FaultAction::DuplicateWebhooks(_) => {
+                    let until = replay_start + until.unwrap_or_default();
+                    let mut done: HashSet<u64> = HashSet::new();
+                    loop {
+                        let now = Instant::now();
+                        let pending: Vec<u64> = sim
+                            .deliveries()
+                            .into_iter()
+                            .filter(|d| !d.redelivery && d.delivered_at.is_some() && !done.contains(&d.id))
+                            .map(|d| d.id)
+                            .collect();
+                        for id in pending {
+                            done.insert(id);
+                            if now <= until && sim.redeliver(id).is_ok() {
+                                bump("duplicate_deliveries", 1);
+                            }
+                        }
+                        if now > until {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+                FaultAction::HostileWebhooks(h) => {
+                    let (sent, rejected, ids) = hostile(&sim, &webhook_url, h.count).await;
+                    bump("hostile_sent", sent);
+                    bump("hostile_rejected", rejected);
+                    extra
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert("hostile_job_ids".into(), serde_json::json!(ids));
+                }
+            }
+        }));
+    }
+
+    // Replay.
+    let jobs = trace.expanded();
+    say(format!(
+        "replaying `{}`: {} jobs over {:.0} real s ({}x compression)",
+        trace.name,
+        jobs.len(),
+        trace.real(trace.span()).as_secs_f64(),
+        trace.time_compression
+    ));
+    let router = Router::new(&config);
+    let mut roots: Vec<Root> = Vec::new();
+    for j in &jobs {
+        tokio::time::sleep_until((replay_start + trace.real(j.at)).into()).await;
+        let mut spec = JobSpec::new(j.repo.clone(), &j.labels.iter().map(String::as_str).collect::<Vec<_>>());
+        spec.duration_ms = trace.real(j.duration).as_millis() as u64;
+        spec.conclusion = j.conclusion.clone();
+        let job = sim.enqueue_job(spec).map_err(|e| anyhow::anyhow!("enqueue {}: {e}", j.repo))?;
+        let pool = router.route(&j.labels).map(|i| pool_names[i].clone()).unwrap_or_default();
+        roots.push(Root { id: job.id, pool, attempts: j.run_attempt, conclusion: j.conclusion.clone() });
+    }
+    let longest = jobs.iter().map(|j| trace.real(j.duration)).max().unwrap_or_default();
+    let deadline = Instant::now() + longest + Duration::from_secs_f64(args.settle_timeout);
+    say("all jobs queued; waiting for them to finish".into());
+    let mut last_note = Instant::now();
+    loop {
+        let all = sim.jobs();
+        let by_id: HashMap<u64, &hangar_sim::github::Job> = all.iter().map(|j| (j.id, j)).collect();
+        let mut pending = 0;
+        for r in &roots {
+            let chain = chain_of(r.id, &by_id);
+            let ok = chain
+                .iter()
+                .filter(|j| {
+                    j.status == JobStatus::Completed && j.conclusion.as_deref() == Some(r.conclusion.as_str())
+                })
+                .count() as u32;
+            if ok >= r.attempts {
+                continue;
+            }
+            pending += 1;
+            let last = chain.last().expect("chain has the root");
+            // The trace's own re-runs: the next attempt once the previous one is done.
+            if last.status == JobStatus::Completed
+                && last.conclusion.as_deref() == Some(r.conclusion.as_str())
+            {
+                let _ = sim.rerun_job(last.id);
+            }
+        }
+        if pending == 0 || Instant::now() >= deadline {
+            if pending > 0 {
+                say(format!("{pending} trace jobs did not finish before the deadline"));
+            }
+            break;
+        }
+        if last_note.elapsed() >= Duration::from_secs(5) {
+            last_note = Instant::now();
+            let o = instances.latest();
+            let live = o.instances.iter().filter(|i| i.counts_toward_cap()).count();
+            say(format!("{pending} trace jobs unfinished; {live} instances up"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Teardown: warm pools to zero (a new configuration means new execution environments),
+    // then wait for the pools to empty.
+    say("draining: warm pools to 0".into());
+    stack::put_config(&ssm, &stack::drained(&stack.config)).await?;
+    scalers.stop_all().await;
+    scalers.start().await?;
+    let drain_deadline = Instant::now() + Duration::from_secs_f64(args.drain_timeout);
+    loop {
+        let live = instances.latest().instances.iter().filter(|i| i.counts_toward_cap()).count();
+        let params = stack::jit_parameters(&ssm).await.map(|p| p.len()).unwrap_or(usize::MAX);
+        let runners = sim.runners().iter().filter(|r| !r.removed).count();
+        if live == 0 && params == 0 && runners == 0 {
+            break;
+        }
+        if Instant::now() >= drain_deadline {
+            say(format!("drain deadline: {live} instances, {params} parameters, {runners} runners remain"));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = stop_tx.send(true);
+    for t in &tasks {
+        t.abort();
+    }
+    instances.stop();
+    scalers.stop_all().await;
+
+    // Leftovers, read from the sources of truth after teardown.
+    let left_instances = count_live(&ec2).await?;
+    let left_params = stack::jit_parameters(&ssm).await?.len() as u64;
+    let left_runners = sim.runners().iter().filter(|r| !r.removed).count() as u64;
+    let dlq_depth = stack::queue_depth(&sqs, &stack.dlq_url).await.unwrap_or(0);
+    let queue_depth = stack::queue_depth(&sqs, &stack.queue_url).await.unwrap_or(0);
+
+    // The outcome.
+    let all = sim.jobs();
+    let by_id: HashMap<u64, &hangar_sim::github::Job> = all.iter().map(|j| (j.id, j)).collect();
+    let mut o = Outcome {
+        trace: trace.name.clone(),
+        time_compression: trace.time_compression,
+        time_compression_note: format!(
+            "trace time runs {}x real time (arrivals, job durations); boot {} ms, reconcile every {} s, SQS visibility {} s and pool timeouts are real time",
+            trace.time_compression, args.boot_ms, args.reconcile_every, args.visibility_timeout
+        ),
+        ..Default::default()
+    };
+    let mut all_waits = Vec::new();
+    let mut pool_waits: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for p in &pool_names {
+        o.pools.insert(p.clone(), PoolOutcome { max_runners: max_runners[p], ..Default::default() });
+    }
+    for r in &roots {
+        let chain = chain_of(r.id, &by_id);
+        o.jobs_total += u64::from(r.attempts);
+        o.jobs_queued += chain.len() as u64;
+        o.jobs_started += chain.iter().filter(|j| j.started_at.is_some()).count() as u64;
+        let ok = chain
+            .iter()
+            .filter(|j| {
+                j.status == JobStatus::Completed && j.conclusion.as_deref() == Some(r.conclusion.as_str())
+            })
+            .count() as u64;
+        let done = ok.min(u64::from(r.attempts));
+        o.jobs_completed += done;
+        let po = o.pools.entry(r.pool.clone()).or_default();
+        po.jobs += u64::from(r.attempts);
+        po.completed += done;
+        for j in &chain {
+            if let Some(s) = j.started_at {
+                let w = (s - j.created_at).num_milliseconds().max(0) as u64;
+                all_waits.push(w);
+                pool_waits.entry(r.pool.clone()).or_default().push(w);
+            }
+        }
+    }
+    o.waits = report::waits(&all_waits);
+    let peaks = peaks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for (p, po) in o.pools.iter_mut() {
+        po.queue_wait_ms = report::waits(pool_waits.get(p).map(Vec::as_slice).unwrap_or(&[]));
+        po.max_observed = peaks.get(p).copied().unwrap_or(0);
+    }
+    o.max_runners_exceeded = o.pools.values().any(|p| p.max_observed > p.max_runners);
+    let records = instances.records();
+    for r in &records {
+        o.launches += 1;
+        if r.spot {
+            o.spot_launches += 1;
+        } else {
+            o.on_demand_launches += 1;
+        }
+        if let Some(p) = r.pool.as_ref().and_then(|p| o.pools.get_mut(p)) {
+            p.launches += 1;
+        }
+    }
+    o.github_calls = sim.counters().total;
+    o.aws_calls = proxy.counts().values().sum();
+    o.leftover_instances = left_instances;
+    o.leftover_parameters = left_params;
+    o.leftover_runners = left_runners;
+    o.duration_s = t0.elapsed().as_secs_f64();
+    let mut extra = extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some(ids) = extra.get("hostile_job_ids").and_then(|v| v.as_array()).cloned() {
+        let tags = job_tags.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let launched = ids.iter().filter(|id| tags.contains(&id.to_string())).count();
+        extra.insert("hostile_jobs_launched_for".into(), serde_json::json!(launched));
+        let touched = all.iter().filter(|j| ids.iter().any(|i| i.as_u64() == Some(j.id))).count();
+        extra.insert("hostile_jobs_known_to_github".into(), serde_json::json!(touched));
+    }
+    let deliveries = sim.deliveries();
+    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+    for d in &deliveries {
+        *statuses
+            .entry(d.status_code.map(|s| s.to_string()).unwrap_or_else(|| "none".into()))
+            .or_default() += 1;
+    }
+    extra.insert("webhook_deliveries".into(), serde_json::json!(statuses));
+    extra.insert("event_source".into(), serde_json::to_value(esm.stats())?);
+    extra.insert("instances".into(), serde_json::to_value(instances.stats())?);
+    extra.insert(
+        "instances_by_phase".into(),
+        serde_json::json!(records.iter().fold(BTreeMap::<String, u64>::new(), |mut m, r| {
+            *m.entry(format!("{:?}", r.phase).to_lowercase()).or_default() += 1;
+            m
+        })),
+    );
+    extra.insert("aws_calls_by_action".into(), serde_json::to_value(proxy.counts())?);
+    extra.insert("aws_faults_injected".into(), serde_json::to_value(proxy.injected())?);
+    extra.insert("github_calls_by_endpoint".into(), serde_json::to_value(sim.counters().requests)?);
+    extra.insert("dead_letter_messages".into(), serde_json::json!(dlq_depth));
+    extra.insert("scale_queue_messages_left".into(), serde_json::json!(queue_depth));
+    extra.insert("jobs_in_github".into(), serde_json::json!(all.len()));
+    extra.insert(
+        "lambda_runtime".into(),
+        serde_json::json!(
+            "cargo lambda watch --only-lambda-apis (one per function), real binaries from target/debug"
+        ),
+    );
+    o.extra = extra;
+    let samples = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let svg = report::svg(&trace.name, &samples, &max_runners, &o.time_compression_note);
+
+    if let Ok(p) = Arc::try_unwrap(proxy) {
+        p.shutdown().await;
+    }
+    drop(instances);
+    say("done; stopping everything".into());
+    Ok((o, svg))
+}
+
+/// A job and its re-runs, in order.
+fn chain_of<'a>(
+    root: u64,
+    by_id: &HashMap<u64, &'a hangar_sim::github::Job>,
+) -> Vec<&'a hangar_sim::github::Job> {
+    let mut out = Vec::new();
+    let mut cur = by_id.get(&root).copied();
+    while let Some(j) = cur {
+        out.push(j);
+        cur = j.rerun_by.and_then(|n| by_id.get(&n).copied());
+        if out.len() > 1000 {
+            break;
+        }
+    }
+    out
+}
+
+async fn count_live(ec2: &aws_sdk_ec2::Client) -> anyhow::Result<u64> {
+    let mut n = 0;
+    let mut pages = ec2
+        .describe_instances()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:hangar:managed-by").values("hangar").build())
+        .into_paginator()
+        .send();
+    while let Some(p) = pages.next().await {
+        let p = p.context("DescribeInstances")?;
+        for r in p.reservations() {
+            for i in r.instances() {
+                let state =
+                    i.state().and_then(|s| s.name()).map(|s| s.as_str().to_owned()).unwrap_or_default();
+                if !matches!(state.as_str(), "shutting-down" | "terminated") {
+                    n += 1;
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Deliveries an attacker could send: a real `queued` payload for a job that does not exist,
+/// unsigned, signed with the wrong secret, or signed over a different body. Returns (sent,
+/// answered 401, the job ids used).
+async fn hostile(sim: &GithubSim, url: &str, count: u32) -> (u64, u64, Vec<u64>) {
+    let mut template = None;
+    for _ in 0..100 {
+        template =
+            sim.deliveries().into_iter().find(|d| d.action == "queued").and_then(|d| sim.delivery_body(d.id));
+        if template.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(template) = template.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) else {
+        return (0, 0, vec![]);
+    };
+    let http = reqwest::Client::new();
+    let (mut sent, mut rejected, mut ids) = (0, 0, Vec::new());
+    for k in 0..count {
+        let id = 9_100_000_000u64 + u64::from(k);
+        let mut body = template.clone();
+        body["workflow_job"]["id"] = serde_json::json!(id);
+        let body = body.to_string();
+        let mut req = http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-github-event", "workflow_job")
+            .header("x-github-delivery", uuid::Uuid::new_v4().to_string());
+        match k % 3 {
+            0 => {}
+            1 => {
+                req = req.header(
+                    "x-hub-signature-256",
+                    hangar_sim::github::sign("not-the-secret", body.as_bytes()),
+                )
+            }
+            _ => {
+                req = req.header(
+                    "x-hub-signature-256",
+                    hangar_sim::github::sign("not-the-secret", b"another body"),
+                )
+            }
+        }
+        ids.push(id);
+        sent += 1;
+        if let Ok(r) = req.body(body).send().await {
+            if r.status().as_u16() == 401 {
+                rejected += 1;
+            }
+        }
+    }
+    (sent, rejected, ids)
+}

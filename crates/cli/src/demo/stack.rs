@@ -1,0 +1,241 @@
+//! Creates in moto what `infra/template.yaml` creates in AWS: the runner network, the launch
+//! template, the FIFO scale queue with its dead-letter queue, and the SSM parameters (pool
+//! configuration, webhook secret, GitHub App key, runner AMI).
+
+use anyhow::Context;
+use aws_sdk_ec2::types::{
+    InstanceType, LaunchTemplateHttpTokensState, LaunchTemplateInstanceMetadataOptionsRequest,
+    RequestLaunchTemplateData, ResourceType, ShutdownBehavior, Tag, TagSpecification,
+};
+use aws_sdk_sqs::types::QueueAttributeName;
+use aws_sdk_ssm::types::ParameterType;
+use base64::Engine;
+use hangar_core::config::Config;
+use std::collections::BTreeMap;
+
+pub const CONFIG_PARAMETER: &str = "/hangar/hangar-demo/config";
+pub const SECRET_PARAMETER: &str = "/hangar/webhook-secret";
+pub const APP_KEY_PARAMETER: &str = "/hangar/github-app-private-key";
+pub const AMI_PARAMETER: &str = "/hangar/ami/runner-arm64";
+pub const JIT_PREFIX: &str = "/hangar/jit";
+/// One of moto's built-in images.
+const AMI: &str = "ami-12c6146b";
+
+pub struct Stack {
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub launch_templates: BTreeMap<String, String>,
+    pub subnets: BTreeMap<String, String>,
+    /// The configuration as deployed (subnet names and the GitHub URL filled in).
+    pub config: Config,
+}
+
+/// The demo's configuration conventions applied: subnet names become the subnets created here,
+/// and GitHub is the simulator.
+pub fn localise(
+    mut config: Config,
+    subnets: &BTreeMap<String, String>,
+    api_url: &str,
+    app_id: u64,
+) -> Config {
+    config.github.api_url = api_url.to_owned();
+    config.github.app_id = app_id;
+    for p in &mut config.pools {
+        p.subnets = p.subnets.iter().map(|s| subnets.get(s).cloned().unwrap_or_else(|| s.clone())).collect();
+    }
+    config
+}
+
+/// The same configuration with every warm pool at zero: what an operator deploys to drain.
+pub fn drained(config: &Config) -> Config {
+    let mut c = config.clone();
+    for p in &mut c.pools {
+        p.warm_pool.size = 0;
+        p.warm_pool.schedule.clear();
+    }
+    c
+}
+
+pub async fn put_config(ssm: &aws_sdk_ssm::Client, config: &Config) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(config)?;
+    ssm.put_parameter()
+        .name(CONFIG_PARAMETER)
+        .value(text)
+        .r#type(ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .context("PutParameter (pool configuration)")?;
+    Ok(())
+}
+
+pub struct StackInput<'a> {
+    pub config: &'a Config,
+    pub api_url: &'a str,
+    pub app_id: u64,
+    pub webhook_secret: &'a str,
+    pub app_private_key_pem: &'a str,
+    pub visibility_timeout_secs: u32,
+}
+
+pub async fn create(
+    ec2: &aws_sdk_ec2::Client,
+    sqs: &aws_sdk_sqs::Client,
+    ssm: &aws_sdk_ssm::Client,
+    input: StackInput<'_>,
+) -> anyhow::Result<Stack> {
+    let vpc = ec2.create_vpc().cidr_block("10.42.0.0/16").send().await.context("CreateVpc")?;
+    let vpc_id = vpc.vpc().and_then(|v| v.vpc_id()).context("CreateVpc: no id")?.to_owned();
+    let mut names: Vec<&String> = input.config.pools.iter().flat_map(|p| p.subnets.iter()).collect();
+    names.sort();
+    names.dedup();
+    let mut subnets = BTreeMap::new();
+    for (i, name) in names.iter().enumerate() {
+        let az = ["us-east-1a", "us-east-1b", "us-east-1c"][i % 3];
+        let s = ec2
+            .create_subnet()
+            .vpc_id(&vpc_id)
+            .cidr_block(format!("10.42.{i}.0/24"))
+            .availability_zone(az)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Subnet)
+                    .tags(Tag::builder().key("Name").value(name.as_str()).build())
+                    .build(),
+            )
+            .send()
+            .await
+            .context("CreateSubnet")?;
+        let id = s.subnet().and_then(|s| s.subnet_id()).context("CreateSubnet: no id")?;
+        subnets.insert((*name).clone(), id.to_owned());
+    }
+
+    ssm.put_parameter()
+        .name(AMI_PARAMETER)
+        .value(AMI)
+        .r#type(ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .context("PutParameter (AMI)")?;
+    // The template's user data: what starts the boot agent on a real instance.
+    let user_data = base64::engine::general_purpose::STANDARD.encode(format!(
+        "#cloud-config\nwrite_files:\n  - path: /etc/hangar/boot-agent.env\n    permissions: \"0644\"\n    content: |\n      HANGAR_JIT_PARAMETER_PREFIX={JIT_PREFIX}\n      HANGAR_JIT_DEADLINE_SECONDS=600\n"
+    ));
+    let mut launch_templates = BTreeMap::new();
+    let mut lt_names: Vec<String> =
+        input.config.pools.iter().filter_map(|p| p.launch_template.clone()).collect();
+    lt_names.sort();
+    lt_names.dedup();
+    for name in lt_names {
+        let data = RequestLaunchTemplateData::builder()
+            .image_id(AMI)
+            .instance_type(InstanceType::M5Large)
+            .instance_initiated_shutdown_behavior(ShutdownBehavior::Terminate)
+            .metadata_options(
+                LaunchTemplateInstanceMetadataOptionsRequest::builder()
+                    .http_tokens(LaunchTemplateHttpTokensState::Required)
+                    .http_put_response_hop_limit(1)
+                    .build(),
+            )
+            .user_data(user_data.clone())
+            .build();
+        let lt = ec2
+            .create_launch_template()
+            .launch_template_name(&name)
+            .launch_template_data(data)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::LaunchTemplate)
+                    .tags(Tag::builder().key("hangar:managed-by").value("hangar").build())
+                    .build(),
+            )
+            .send()
+            .await
+            .with_context(|| format!("CreateLaunchTemplate {name}"))?;
+        let id = lt.launch_template().and_then(|l| l.launch_template_id()).context("no template id")?;
+        launch_templates.insert(name, id.to_owned());
+    }
+
+    let dlq = sqs
+        .create_queue()
+        .queue_name("hangar-demo-scale-dlq.fifo")
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+        .send()
+        .await
+        .context("CreateQueue (dead-letter)")?;
+    let dlq_url = dlq.queue_url().context("no DLQ url")?.to_owned();
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .context("GetQueueAttributes (DLQ)")?;
+    let dlq_arn = attrs
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
+        .context("DLQ has no ARN")?
+        .clone();
+    let redrive = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5 }).to_string();
+    let q = sqs
+        .create_queue()
+        .queue_name("hangar-demo-scale.fifo")
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .attributes(QueueAttributeName::ContentBasedDeduplication, "false")
+        .attributes(QueueAttributeName::DeduplicationScope, "messageGroup")
+        .attributes(QueueAttributeName::FifoThroughputLimit, "perMessageGroupId")
+        .attributes(QueueAttributeName::VisibilityTimeout, input.visibility_timeout_secs.to_string())
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "86400")
+        .attributes(QueueAttributeName::RedrivePolicy, redrive)
+        .send()
+        .await
+        .context("CreateQueue (scale)")?;
+    let queue_url = q.queue_url().context("no queue url")?.to_owned();
+
+    let config = localise(input.config.clone(), &subnets, input.api_url, input.app_id);
+    config.validate().context("the localised pool configuration")?;
+    put_config(ssm, &config).await?;
+    for (name, value) in
+        [(SECRET_PARAMETER, input.webhook_secret), (APP_KEY_PARAMETER, input.app_private_key_pem)]
+    {
+        ssm.put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .with_context(|| format!("PutParameter {name}"))?;
+    }
+    Ok(Stack { queue_url, dlq_url, launch_templates, subnets, config })
+}
+
+/// JIT parameters still stored under the prefix.
+pub async fn jit_parameters(ssm: &aws_sdk_ssm::Client) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut pages = ssm.get_parameters_by_path().path(JIT_PREFIX).recursive(true).into_paginator().send();
+    while let Some(p) = pages.next().await {
+        let p = p.context("GetParametersByPath")?;
+        out.extend(p.parameters().iter().filter_map(|x| x.name().map(str::to_owned)));
+    }
+    Ok(out)
+}
+
+/// Messages waiting in a queue (visible and in flight).
+pub async fn queue_depth(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<u64> {
+    let a = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .context("GetQueueAttributes")?;
+    let get = |k: &QueueAttributeName| {
+        a.attributes().and_then(|m| m.get(k)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    };
+    Ok(get(&QueueAttributeName::ApproximateNumberOfMessages)
+        + get(&QueueAttributeName::ApproximateNumberOfMessagesNotVisible))
+}
