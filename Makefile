@@ -33,6 +33,7 @@ test: setup lint build
 
 # Benchmarks build in the bench profile (optimised); numbers are for this machine, this run.
 bench: setup
+	rm -rf target/criterion/webhook target/criterion/planner
 	$(CARGO) bench -p hangar-bench
 	python3 tools/bench_table.py target/criterion webhook
 
