@@ -457,7 +457,7 @@ async fn run_cloud(
     let pool_names: Vec<String> = config.pools.iter().map(|p| p.name.to_string()).collect();
     let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
     let peaks = Arc::new(Mutex::new(BTreeMap::<String, u32>::new()));
-    let job_tags = Arc::new(Mutex::new(HashSet::<String>::new()));
+    let job_tags = Arc::new(Mutex::new(HashMap::<String, HashSet<String>>::new()));
     {
         let (samples, peaks, job_tags) = (Arc::clone(&samples), Arc::clone(&peaks), Arc::clone(&job_tags));
         let (sim, router, max_runners, pool_names) =
@@ -477,7 +477,12 @@ async fn run_cloud(
                     pool_names.iter().map(|p| (p.clone(), [0; 5])).collect();
                 for i in &o.instances {
                     if let Some(j) = &i.job_tag {
-                        job_tags.lock().unwrap_or_else(|e| e.into_inner()).insert(j.clone());
+                        job_tags
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(j.clone())
+                            .or_default()
+                            .insert(i.id.clone());
                     }
                     let Some(c) = i.pool.as_ref().and_then(|p| counts.get_mut(p)) else { continue };
                     if !i.counts_toward_cap() {
@@ -770,9 +775,15 @@ async fn run_cloud(
     o.leftover_runners = left_runners;
     o.duration_s = t0.elapsed().as_secs_f64();
     let mut extra = extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let tags = job_tags.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    // A job tagged on two instances was launched for twice: the duplicate the invariants forbid.
+    extra.insert(
+        "jobs_with_multiple_instances".into(),
+        serde_json::json!(tags.values().filter(|v| v.len() > 1).count()),
+    );
+    extra.insert("jobs_tagged_on_instances".into(), serde_json::json!(tags.len()));
     if let Some(ids) = extra.get("hostile_job_ids").and_then(|v| v.as_array()).cloned() {
-        let tags = job_tags.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let launched = ids.iter().filter(|id| tags.contains(&id.to_string())).count();
+        let launched = ids.iter().filter(|id| tags.contains_key(&id.to_string())).count();
         extra.insert("hostile_jobs_launched_for".into(), serde_json::json!(launched));
         let touched = all.iter().filter(|j| ids.iter().any(|i| i.as_u64() == Some(j.id))).count();
         extra.insert("hostile_jobs_known_to_github".into(), serde_json::json!(touched));

@@ -1,0 +1,71 @@
+//! Faults during a run. In every case every job completes, nothing is left behind, and no job
+//! gets a second instance.
+
+mod e2e_support;
+
+use e2e_support::{pool, pools, run, Run};
+
+const JOBS: &str = "generate:\n  - { count: 16, from: 0, to: 120, repos: [octo-org/api, octo-org/web], labels: [[self-hosted, linux, x64]], durations: [20, 30] }\n";
+
+fn faulted(name: &str, faults: &str, market: &str) -> Run {
+    let cfg = pools(&pool("x64", "self-hosted, linux, x64", "m5.large, m6i.large, c5.large", 10, 0, market));
+    let trace = format!("name: {name}\ntime_compression: 10\n{JOBS}faults:\n{faults}");
+    run(&trace, &cfg, &[])
+}
+
+#[test]
+fn spot_capacity_errors_on_two_instance_types() {
+    let r = faulted(
+        "spot-capacity",
+        "  - { at: 0, aws: { kind: fleet_errors, instance_types: [m5.large, m6i.large], market: spot, code: InsufficientInstanceCapacity } }\n",
+        "spot",
+    );
+    r.assert_clean();
+    let injected: u64 = r.report["details"]["aws_faults_injected"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|v| v.as_u64())
+        .sum();
+    assert!(injected > 0, "the capacity errors were seen: {:#}", r.report);
+}
+
+#[test]
+fn request_limit_exceeded_storms() {
+    let r = faulted(
+        "throttled",
+        "  - { at: 0, aws: { kind: error, action: CreateFleet, code: RequestLimitExceeded, status: 503, times: 12 } }\n  - { at: 3, aws: { kind: error, action: DescribeInstances, code: RequestLimitExceeded, status: 503, times: 12 } }\n  - { at: 6, aws: { kind: error, action: PutParameter, code: ThrottlingException, status: 400, times: 8 } }\n",
+        "spot",
+    );
+    r.assert_clean();
+}
+
+#[test]
+fn github_5xx_and_rate_limit_exhaustion() {
+    let r = faulted(
+        "github-faults",
+        "  - { at: 0, github: { endpoint: generate-jitconfig, status: 502, count: 6 } }\n  - { at: 2, github: { endpoint: create-installation-token, status: 503, count: 2 } }\n  - { at: 40, github_rate_limit: { reset_in: 6 } }\n",
+        "spot",
+    );
+    r.assert_clean();
+    assert!(r.detail("faults_github_rate_limit") == 1 && r.detail("faults_github") == 2, "{:#}", r.report);
+}
+
+#[test]
+fn a_scaler_killed_mid_batch_is_redelivered() {
+    let r = faulted(
+        "killed-scaler",
+        "  - { at: 20, kill_scaler: {} }\n  - { at: 60, kill_scaler: {} }\n",
+        "spot",
+    );
+    r.assert_clean();
+    assert!(r.detail("scaler_kills_mid_invocation") >= 1, "a kill landed mid-invocation: {:#}", r.report);
+}
+
+#[test]
+fn duplicate_webhook_deliveries() {
+    let r = faulted("duplicates", "  - { at: 0, duplicate_webhooks: { until: 150 } }\n", "spot");
+    r.assert_clean();
+    assert!(r.detail("duplicate_deliveries") >= 16, "every queued delivery was sent twice: {:#}", r.report);
+    assert!(r.u("launches") <= 16, "a duplicate launched an instance: {:#}", r.report);
+}
