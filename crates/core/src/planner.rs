@@ -13,9 +13,10 @@
 //!   for K, K's earmark moves to the instance that was earmarked for J (the counts stay exact).
 //!
 //! # Executing a plan
-//! Actions come ordered: terminations, parameter deletions, deregistrations, tags, re-runs,
-//! launches. Launch headroom counts the instances this plan terminates as gone, so execute
-//! terminations first and, if one fails, skip the launches (the next invocation re-plans).
+//! Actions come ordered: tags of finished instances whose tags missed their job, terminations,
+//! parameter deletions, deregistrations, tags, re-runs, launches. Launch headroom counts the
+//! instances this plan terminates as gone, so execute terminations first and, if one fails, skip
+//! the launches (the next invocation re-plans).
 //! `Earmark`/`TagBusy` map to `Fleet::set_lifecycle`; `job: None` must remove the `hangar:job-id`
 //! tag. A `Launch` for jobs must tag each new instance with one of `jobs` (at launch, or with
 //! `set_lifecycle(id, Pending, Some(job))` right after).
@@ -44,8 +45,7 @@ pub const FRESH_GRACE_SECS: i64 = 120;
 pub mod metric_names {
     /// Queued jobs left without capacity because the pool is at `max_runners`.
     pub const POOL_AT_MAX: &str = "PoolAtMax";
-    /// Idle runners terminated after the idle timeout (above the warm target, or earmarked for
-    /// a job that never took them).
+    /// Idle runners above the warm target terminated after the idle timeout.
     pub const IDLE_TERMINATED: &str = "IdleTerminated";
     pub const RUNNERS_DEREGISTERED: &str = "RunnersDeregistered";
     pub const JIT_PARAMETERS_DELETED: &str = "JitParametersDeleted";
@@ -53,10 +53,12 @@ pub mod metric_names {
     pub const SPOT_RERUNS: &str = "SpotReruns";
 }
 
-/// Which invocation is planning. Both handle the messages given; only `Reconcile` applies the
-/// time-based rules (boot and idle timeouts, draining and stopped instances) and cleans up
-/// parameters and runners, because only reconcile reads GitHub's runner list: without it a
-/// healthy runner whose boot agent never tags it `idle` looks exactly like one that never booted.
+/// Which invocation is planning. `HandleBatch` handles the batch's messages, launches for
+/// queued jobs and tops up the warm pool. `Reconcile` ignores messages (it runs on a schedule and
+/// has none); it tops up the warm pool, applies the time-based rules (boot and idle timeouts,
+/// stale earmarks, draining and stopped instances) and cleans up parameters and runners. Only
+/// reconcile judges boot, because only it reads GitHub's runner list: without it a healthy runner
+/// whose boot agent never tags it `idle` looks exactly like one that never booted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     HandleBatch,
@@ -71,7 +73,8 @@ pub struct PlanInput<'a> {
     pub pool: &'a PoolConfig,
     /// The pool's instances, from EC2 tags (see the module docs on terminated ones).
     pub instances: &'a [ObservedInstance],
-    /// This batch's messages for the pool, in queue order. Messages for other pools are ignored.
+    /// This batch's messages for the pool, in queue order. Messages for other pools are ignored,
+    /// and so are all of them in `Mode::Reconcile`.
     pub messages: &'a [QueueMessage],
     /// GitHub's registered runners (all of the organisation's are fine: only runners Hangar
     /// named for this pool are considered). Reconcile only; `None` on the hot path.
@@ -161,7 +164,9 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// Queued jobs that got neither a free runner nor a launch because the pool is at
     /// `max_runners`. Nothing remembers them: the scaler should report their messages as failed
-    /// so that SQS redelivers them once capacity frees up.
+    /// so that SQS redelivers them once capacity frees up. A job listed here with no message in
+    /// the batch lost its earmarked runner to another job while the pool was full; only the
+    /// warm pool or a later launch will serve it (no tag can hold it).
     pub unserved: Vec<JobId>,
     pub warm_target: u32,
     pub metrics: Vec<MetricRecord>,
@@ -234,8 +239,24 @@ impl Slot<'_> {
     fn alive(&self) -> bool {
         self.status != Status::Gone
     }
+    /// Holds a job's claim that can be handed on: only an instance that could still serve.
     fn holds_earmark(&self) -> bool {
-        matches!(self.status, Status::Idle | Status::Pending | Status::Draining) && self.job.is_some()
+        matches!(self.status, Status::Idle | Status::Pending)
+            && !self.parked
+            && !self.inst.interrupted
+            && self.job.is_some()
+    }
+    /// The job id the tags will show once the plan is applied. Instances being terminated get no
+    /// tag writes (except a finished one whose tags missed its job, see `finish`), so theirs stay.
+    fn label_after(&self) -> Option<JobId> {
+        if self.terminate.is_some() && !self.retag_before_terminate() {
+            self.inst.job_id
+        } else {
+            self.job
+        }
+    }
+    fn retag_before_terminate(&self) -> bool {
+        self.completed && self.job.is_some_and(|job| self.inst.job_id.is_some_and(|j| j != job))
     }
     /// Can take a queued job, and is not set aside for one.
     fn free(&self) -> bool {
@@ -282,13 +303,15 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
 impl<'a> Planner<'a> {
     fn new(input: &'a PlanInput<'a>) -> Self {
         let pool = &input.pool.name;
-        let runners_by_instance: HashMap<InstanceId, &RegisteredRunner> = input
-            .runners
-            .unwrap_or(&[])
-            .iter()
-            .filter(|r| r.name.pool().as_ref() == Some(pool))
-            .filter_map(|r| r.name.instance_id().map(|id| (id, r)))
-            .collect();
+        // (online, busy) per instance. GitHub keeps runner names unique, but if a list ever
+        // repeats one, any busy or online entry wins: the safe reading.
+        let mut runners_by_instance: HashMap<InstanceId, (bool, bool)> = HashMap::new();
+        for r in input.runners.unwrap_or(&[]).iter().filter(|r| r.name.pool().as_ref() == Some(pool)) {
+            if let Some(id) = r.name.instance_id() {
+                let e = runners_by_instance.entry(id).or_default();
+                *e = (e.0 || r.online, e.1 || r.busy);
+            }
+        }
         let mut slots = Vec::with_capacity(input.instances.len());
         let mut by_id = HashMap::with_capacity(input.instances.len());
         for inst in input.instances.iter().filter(|i| &i.pool == pool) {
@@ -300,11 +323,11 @@ impl<'a> Planner<'a> {
             let parked = matches!(inst.ec2_state, Ec2State::Stopped | Ec2State::Stopping);
             let status = if !inst.ec2_state.counts_toward_cap() {
                 Status::Gone
-            } else if inst.lifecycle == Lifecycle::Busy || runner.is_some_and(|r| r.busy) {
+            } else if inst.lifecycle == Lifecycle::Busy || runner.is_some_and(|r| r.1) {
                 Status::Busy
             } else if inst.lifecycle == Lifecycle::Draining {
                 Status::Draining
-            } else if inst.lifecycle == Lifecycle::Idle || runner.is_some_and(|r| r.online) {
+            } else if inst.lifecycle == Lifecycle::Idle || runner.is_some_and(|r| r.0) {
                 Status::Idle
             } else {
                 Status::Pending
@@ -373,8 +396,18 @@ impl<'a> Planner<'a> {
     }
 
     fn apply_messages(&mut self) {
+        if self.input.mode == Mode::Reconcile {
+            return;
+        }
         let pool = &self.input.pool.name;
-        for msg in self.input.messages.iter().filter(|m| m.pool() == pool) {
+        let ours = self.input.messages.iter().filter(|m| m.pool() == pool);
+        // A completion without a runner name (cancelled while queued, or an older webhook) is
+        // placed by the job on an instance, so it goes after every start in the batch: a
+        // redelivered batch can bring them out of order.
+        let nameless =
+            |m: &&QueueMessage| matches!(m, QueueMessage::JobCompleted(c) if c.runner_name.is_none());
+        let ordered = ours.clone().filter(|m| !nameless(m)).chain(ours.filter(nameless));
+        for msg in ordered {
             match msg {
                 QueueMessage::ScaleUp(j) => self.demand.push(j.job_id),
                 QueueMessage::JobStarted(s) => {
@@ -382,6 +415,23 @@ impl<'a> Planner<'a> {
                     match self.resolve(s.runner_name.as_ref(), s.job_id) {
                         Runner::Ours(x) if self.slots[x].alive() => self.assign(s.job_id, x),
                         _ => self.release_earmarks(s.job_id, None),
+                    }
+                }
+                QueueMessage::JobCompleted(c) if c.runner_name.is_none() => {
+                    self.settled.insert(c.job_id);
+                    // Every live instance busy with the job is done with it (tags should name
+                    // one; if a lost update left two, both are finished).
+                    let done: Vec<usize> = (0..self.slots.len())
+                        .filter(|&i| {
+                            self.slots[i].status == Status::Busy && self.slots[i].job == Some(c.job_id)
+                        })
+                        .collect();
+                    if done.is_empty() {
+                        self.release_earmarks(c.job_id, None);
+                    }
+                    for x in done {
+                        self.slots[x].completed = true;
+                        self.consider_rerun(c, x);
                     }
                 }
                 QueueMessage::JobCompleted(c) => {
@@ -471,52 +521,77 @@ impl<'a> Planner<'a> {
         let now = input.now;
         self.mark_terminations();
 
+        if input.mode == Mode::Reconcile {
+            // An earmark on a runner idle for longer than the idle timeout is stale: a job that
+            // could run there would have started (the webhook saying where it went was lost, or it
+            // was cancelled). The launch time is the only clock the tags give, so this may also
+            // catch an earmark set moments ago on an old warm runner; that costs nothing, since
+            // the runner stays free for that job and is trimmed only above the warm target.
+            let idle = Duration::seconds(cfg.idle_timeout_secs.min(i64::MAX as u64) as i64);
+            for s in self.slots.iter_mut() {
+                if s.status == Status::Idle && !s.parked && s.terminate.is_none() && s.age(now) > idle {
+                    s.job = None;
+                }
+            }
+        }
+
         // Jobs that still need capacity: queued, not started or finished, and not already on
         // (launched for, earmarked on, or run by) any instance, dead ones included.
-        let labelled: HashSet<JobId> = self.slots.iter().filter_map(|s| s.job).collect();
+        // Labels as the next plan will read them, so that both plans agree on which jobs had
+        // their launch.
+        let labelled: HashSet<JobId> = self.slots.iter().filter_map(|s| s.label_after()).collect();
+        // A claim handed in this batch to an instance this plan terminates dies with it: that job
+        // needs capacity again.
+        let orphaned: Vec<JobId> = self
+            .slots
+            .iter()
+            .filter(|s| s.terminate.is_some() && s.label_after() != s.job)
+            .filter_map(|s| s.job)
+            .collect();
+        self.demand.extend(orphaned);
         let mut seen = HashSet::new();
         let wanted: Vec<JobId> = std::mem::take(&mut self.demand)
             .into_iter()
             .filter(|j| !self.settled.contains(j) && !labelled.contains(j) && seen.insert(*j))
             .collect();
+        let live_labels: HashSet<JobId> =
+            self.slots.iter().filter(|s| s.alive() && s.terminate.is_none()).filter_map(|s| s.job).collect();
         let rehome: Vec<JobId> = std::mem::take(&mut self.rehome)
             .into_iter()
-            .filter(|j| !self.settled.contains(j) && seen.insert(*j))
+            .filter(|j| !self.settled.contains(j) && !live_labels.contains(j) && seen.insert(*j))
             .collect();
 
-        let mut free = self.free_slots().into_iter();
+        let free = self.free_slots();
+        // Reconcile would call an earmark on a long-idle runner stale (see above), so it does not
+        // place one there: the next reconcile must agree with this one.
+        let idle_limit = Duration::seconds(cfg.idle_timeout_secs.min(i64::MAX as u64) as i64);
+        let earmarkable = |s: &Slot<'_>| {
+            input.mode != Mode::Reconcile || s.status != Status::Idle || s.age(now) <= idle_limit
+        };
+        let mut taken = vec![false; free.len()];
+        let mut take = |slots: &mut [Slot<'_>], job: JobId| -> bool {
+            let pick = (0..free.len()).find(|&k| !taken[k] && earmarkable(&slots[free[k]]));
+            if let Some(k) = pick {
+                taken[k] = true;
+                slots[free[k]].job = Some(job);
+            }
+            pick.is_some()
+        };
         let mut uncovered = Vec::new();
         for job in wanted {
-            match free.next() {
-                Some(i) => self.slots[i].job = Some(job),
-                None => uncovered.push(job),
+            if !take(&mut self.slots, job) {
+                uncovered.push(job);
             }
         }
         for job in rehome {
-            if let Some(i) = free.next() {
-                self.slots[i].job = Some(job);
-            }
+            take(&mut self.slots, job);
         }
-        let free_left: Vec<usize> = free.collect();
+        let free_left: Vec<usize> = (0..free.len()).filter(|&k| !taken[k]).map(|k| free[k]).collect();
 
         let target = warm_target(&cfg.warm_pool, cfg.max_runners, now);
         let mut idle_trimmed = 0u64;
         if input.mode == Mode::Reconcile {
             let idle = Duration::seconds(cfg.idle_timeout_secs.min(i64::MAX as u64) as i64);
-            // Earmarked for a job that has left an idle runner alone this long: the job went
-            // elsewhere or was cancelled.
-            for s in self.slots.iter_mut() {
-                if s.status == Status::Idle
-                    && !s.parked
-                    && s.job.is_some()
-                    && s.job == s.inst.job_id
-                    && s.terminate.is_none()
-                    && s.age(now) > idle
-                {
-                    s.terminate = Some(TerminateReason::IdleTimeout);
-                    idle_trimmed += 1;
-                }
-            }
             let excess = free_left.len().saturating_sub(target as usize);
             // `free_left` is oldest-idle-first already.
             let trim: Vec<usize> = free_left
@@ -561,6 +636,14 @@ impl<'a> Planner<'a> {
             .map(|(_, ids)| ids.len() as u64)
             .sum();
         let terminating: HashSet<&InstanceId> = by_reason.iter().flat_map(|(_, ids)| ids).collect();
+        // An instance that finished a job its tags do not show (the start was never seen) still
+        // carries an earmark; record the job it ran before it goes, or a later redelivery of the
+        // earmarked job would count that dead earmark as its launch.
+        for s in self.slots.iter().filter(|s| s.terminate.is_some() && s.retag_before_terminate()) {
+            if let Some(job) = s.job {
+                actions.push(Action::TagBusy { instance: s.inst.id.clone(), job });
+            }
+        }
         for (reason, ids) in &by_reason {
             actions.push(Action::Terminate { ids: ids.clone(), reason: *reason });
         }

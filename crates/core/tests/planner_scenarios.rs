@@ -260,15 +260,13 @@ fn warm_pool_is_topped_up_to_target_within_the_cap() {
         let pool = pool(max, warm);
         let w = World::new(instances);
         let msgs: Vec<_> = q.iter().map(|j| queued(*j)).collect();
-        for p in [
-            batch(&pool, &w, &msgs),
-            plan(&PlanInput {
-                messages: &msgs,
-                ..PlanInput::reconcile(&pool, &w.instances, Some(&[]), Some(&[]), t0())
-            }),
-        ] {
-            assert_eq!(launches(&p, LaunchReason::WarmPool).0, want, "{case}: {p:#?}");
-            assert_eq!(p.metric(names::POOL_TARGET), Some(warm.min(max) as f64), "{case}");
+        let p = batch(&pool, &w, &msgs);
+        assert_eq!(launches(&p, LaunchReason::WarmPool).0, want, "{case}: {p:#?}");
+        assert_eq!(p.metric(names::POOL_TARGET), Some(warm.min(max) as f64), "{case}");
+        if msgs.is_empty() {
+            // Reconcile tops up the same way.
+            let r = plan(&PlanInput::reconcile(&pool, &w.instances, Some(&[]), Some(&[]), t0()));
+            assert_eq!(launches(&r, LaunchReason::WarmPool).0, want, "{case}: {r:#?}");
         }
     }
 }
@@ -295,8 +293,8 @@ fn idle_runners_above_target_are_trimmed_after_the_idle_timeout_oldest_first() {
             vec![2],
         ),
         (
-            "an earmark nobody took times out",
-            5,
+            "a stale earmark frees its runner",
+            0,
             vec![inst(1, Idle, 700).job(4), inst(2, Idle, 100).job(5)],
             vec![1],
         ),
@@ -696,4 +694,28 @@ fn messages_and_instances_of_other_pools_are_ignored() {
     let p = batch(&pool, &w, &[msg, queued(2)]);
     assert_eq!(launches(&p, LaunchReason::Job).1, jobs(&[2]), "{p:#?}");
     assert_eq!(p.metric(names::POOL_IDLE), Some(0.0));
+}
+
+#[test]
+fn stale_earmarks_on_long_idle_runners_are_cleared_by_reconcile() {
+    use Lifecycle::*;
+    let pool = pool(10, 5);
+    let w =
+        World::new(vec![inst(1, Idle, 700).job(4), inst(2, Idle, 100).job(5), inst(3, Pending, 700).job(6)]);
+    let p = plan(&PlanInput::reconcile(&pool, &w.instances, None, None, t0()));
+    // Within the warm target the runner stays, now free; young earmarks and pending ones stay.
+    assert!(p.actions.contains(&Action::Earmark { instance: iid(1), lifecycle: Idle, job: None }), "{p:#?}");
+    assert_eq!(p.terminated().count(), 0);
+    assert_eq!(launches(&p, LaunchReason::WarmPool).0, 4);
+    assert!(batch(&pool, &w, &[]).actions.iter().all(|a| !matches!(a, Action::Earmark { .. })));
+}
+
+#[test]
+fn reconcile_ignores_messages() {
+    let pool = pool(10, 0);
+    let w = World::new(vec![inst(1, Lifecycle::Busy, 100).job(1)]);
+    let msgs = [queued(2), completed(1, Some(runner_name(1)), "success", 1)];
+    let p =
+        plan(&PlanInput { messages: &msgs, ..PlanInput::reconcile(&pool, &w.instances, None, None, t0()) });
+    assert!(p.is_noop(), "{p:#?}");
 }
