@@ -11,6 +11,7 @@
 //!    simulator, which assigns it one job;
 //! 5. when the runner is done (ephemeral: one job) or was deleted while idle, terminates its own
 //!    instance (`ec2:TerminateInstances`).
+//!
 //! An instance that is stopped or terminated under a running runner takes the runner process
 //! with it: the simulator tells the GitHub simulator the runner was lost (a running job fails),
 //! as a machine disappearing would.
