@@ -1,1 +1,33 @@
-//! placeholder
+//! The scaler Lambda: SQS batches of scale requests and job events, the reconcile schedule, and
+//! EC2 events, all through one handler ([`Scaler::handle`]) that detects the event kind from the
+//! payload. Decisions are the core planner's; this crate reads state, runs the plan through the
+//! ports and reports what failed.
+//!
+//! # Decisions
+//! - **JIT configs are written right after launch.** For each new instance the scaler generates
+//!   a JIT config (one GitHub call) and stores it as a SecureString keyed by instance id while
+//!   the instance boots; the boot agent polls for it with backoff until a deadline. If the JIT
+//!   config cannot be made or stored, the new instance is terminated at once and its message is
+//!   reported failed, so SQS redelivers it and a fresh launch follows (no orphan, no lost job).
+//! - **One launcher per pool at a time.** The webhook puts every message for a pool in the
+//!   pool's FIFO message group, so SQS runs at most one batch per pool at a time. Reconcile does
+//!   not launch: when a warm pool is short it sends a top-up message into that same group, and
+//!   the batch that handles it launches. Reconcile only terminates, untags and cleans up, which
+//!   can lower a pool's count but never raise it; EC2 events only tag and clean up. So the
+//!   launch headroom each batch computes from a fresh describe cannot be spent twice.
+//! - **Idempotent launches.** The CreateFleet token comes from the planner's key (the job ids)
+//!   and the deliveries that asked (see `JobContext::launch_key`); redelivered messages whose
+//!   launch went through find their job ids on instance tags and launch nothing.
+//! - **Errors.** A batch reports exactly the failed message ids; other events fail with a
+//!   [`ScalerError`] whose Lambda error type says `Retryable` or `Permanent`.
+
+pub mod error;
+pub mod event;
+pub mod lookup;
+pub mod metrics;
+pub mod scaler;
+pub mod settings;
+
+pub use error::ScalerError;
+pub use metrics::Metrics;
+pub use scaler::{Scaler, ScalerOptions, ScalerParts, TopUp};

@@ -1,0 +1,728 @@
+//! The scaler: reads an event, asks the core planner what to do, and does it through the ports.
+
+use crate::error::ScalerError;
+use crate::event::{detect, EventError, ScalerEvent, SqsRecord};
+use crate::lookup::InstanceLookup;
+use crate::metrics::Metrics;
+use aws_lambda_events::event::sqs::SqsBatchResponse;
+use futures::stream::{self, StreamExt};
+use hangar_core::config::{Config, PoolConfig, RunnerScope};
+use hangar_core::ids::{InstallationId, InstanceId, JobId, PoolName, RepoFullName, RunnerName};
+use hangar_core::message::{MessageError, QueueMessage, MAX_MESSAGE_BYTES};
+use hangar_core::metrics::{names, MetricRecord};
+use hangar_core::planner::{self, Action, Mode, Plan, PlanInput};
+use hangar_core::ports::{
+    Clock, Fleet, JitRequest, JitStore, LaunchReason, LaunchRequest, LaunchedInstance, OutboundMessage,
+    PortError, RegisteredRunner, RunnerRegistry, RunnerScopeTarget, ScaleQueue, StoredJit,
+};
+use hangar_core::state::{Lifecycle, ObservedInstance};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+/// The message reconcile puts in a pool's FIFO group when the warm pool is short. Only the
+/// scaler writes and reads it; the webhook's messages are [`QueueMessage`]s, and the `kind`
+/// keeps the two apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopUp {
+    pub pool: PoolName,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum ScalerMessage {
+    WarmPoolTopUp { pool: PoolName },
+}
+
+impl TopUp {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&ScalerMessage::WarmPoolTopUp { pool: self.pool.clone() }).expect("serialises")
+    }
+
+    /// `None` for anything but a top-up (and for bodies over the queue message limit).
+    pub fn parse(body: &str) -> Option<Self> {
+        if body.len() > MAX_MESSAGE_BYTES {
+            return None;
+        }
+        match serde_json::from_str(body).ok()? {
+            ScalerMessage::WarmPoolTopUp { pool } => Some(TopUp { pool }),
+        }
+    }
+}
+
+/// Tunables; the defaults suit a Lambda with a 60 s timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalerOptions {
+    /// JIT configs generated (and written) at once after a launch.
+    pub jit_concurrency: usize,
+}
+
+impl Default for ScalerOptions {
+    fn default() -> Self {
+        Self { jit_concurrency: 4 }
+    }
+}
+
+/// Everything the scaler talks to. Built once per cold start (see `main.rs`), or by tests with
+/// the same adapters pointed at moto and the GitHub simulator.
+pub struct ScalerParts {
+    pub config: Config,
+    pub fleet: Arc<dyn Fleet>,
+    pub jit: Arc<dyn JitStore>,
+    pub github: Arc<dyn RunnerRegistry>,
+    /// The scale queue: reconcile sends warm-pool top-ups through the pool's FIFO group.
+    pub queue: Arc<dyn ScaleQueue>,
+    pub lookup: Arc<dyn InstanceLookup>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    pub options: ScalerOptions,
+}
+
+pub struct Scaler {
+    p: ScalerParts,
+}
+
+/// One message of a batch, parsed.
+#[derive(Debug, Clone)]
+enum Inbound {
+    Queue(QueueMessage),
+    TopUp(PoolName),
+}
+
+#[derive(Debug, Clone)]
+struct Item {
+    message_id: String,
+    receive_count: u32,
+    inbound: Inbound,
+}
+
+fn parse_body(body: &str) -> Result<Inbound, MessageError> {
+    match TopUp::parse(body) {
+        Some(t) => Ok(Inbound::TopUp(t.pool)),
+        None => QueueMessage::parse(body).map(Inbound::Queue),
+    }
+}
+
+/// What one plan's execution left undone, for the messages that asked for it.
+#[derive(Debug, Default)]
+struct Execution {
+    failed_jobs: HashSet<JobId>,
+    warm_failed: bool,
+    errors: Vec<PortError>,
+    launched: u32,
+    top_ups: u32,
+}
+
+/// Per job: where it runs (for repository-scoped JIT configs) and which deliveries asked.
+#[derive(Debug, Default)]
+struct JobContext {
+    repository: HashMap<JobId, (RepoFullName, Option<InstallationId>)>,
+    deliveries: HashMap<JobId, Vec<(String, u32)>>,
+}
+
+impl JobContext {
+    fn from_items(items: &[Item]) -> Self {
+        let mut ctx = JobContext::default();
+        for it in items {
+            let Inbound::Queue(m) = &it.inbound else { continue };
+            let (repo, inst) = match m {
+                QueueMessage::ScaleUp(j) => (&j.repository, j.installation_id),
+                QueueMessage::JobStarted(j) => (&j.repository, j.installation_id),
+                QueueMessage::JobCompleted(j) => (&j.repository, j.installation_id),
+            };
+            ctx.repository.entry(m.job_id()).or_insert_with(|| (repo.clone(), inst));
+            if matches!(m, QueueMessage::ScaleUp(_)) {
+                ctx.deliveries.entry(m.job_id()).or_default().push((it.message_id.clone(), it.receive_count));
+            }
+        }
+        ctx
+    }
+
+    /// The CreateFleet idempotency key for a job launch: the planner's key (the job ids) and
+    /// the deliveries that asked for it, receive counts included. A retried CreateFleet within
+    /// one invocation (SDK retries, capacity fallbacks) reuses it, so it cannot launch twice; a
+    /// redelivery after this invocation gave up on an instance (its JIT config failed and it was
+    /// terminated) gets a new key, so EC2 does not hand back the terminated instance. Redelivered
+    /// messages whose launch did succeed launch nothing: the planner finds their job-id tags.
+    fn launch_key(&self, planner_key: &str, jobs: &[JobId]) -> String {
+        let mut parts: Vec<String> = jobs
+            .iter()
+            .flat_map(|j| self.deliveries.get(j).into_iter().flatten())
+            .map(|(id, n)| format!("{id}:{n}"))
+            .collect();
+        if parts.is_empty() {
+            return planner_key.to_owned();
+        }
+        parts.sort();
+        let mut h = Sha256::new();
+        h.update(planner_key.as_bytes());
+        for p in parts {
+            h.update([0]);
+            h.update(p.as_bytes());
+        }
+        format!("hangar-{}", &hex::encode(h.finalize())[..32])
+    }
+}
+
+fn count(name: &'static str, pool: &PoolName, v: f64) -> MetricRecord {
+    MetricRecord::count(name, Some(pool), v)
+}
+
+impl Scaler {
+    pub fn new(parts: ScalerParts) -> Self {
+        Self { p: parts }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.p.config
+    }
+
+    /// The Lambda handler: detects the event kind and handles it. SQS batches answer with
+    /// `batchItemFailures` and never fail as a whole; other events fail with a
+    /// [`ScalerError`] that says whether a retry can help.
+    pub async fn handle(&self, payload: Value) -> Result<Value, ScalerError> {
+        let event = detect(&payload).map_err(|e| {
+            tracing::warn!(error = %e, "event refused");
+            match e {
+                EventError::Unknown(_) => ScalerError::permanent("UnknownEvent", e.to_string()),
+                EventError::Malformed { .. } => ScalerError::permanent("InvalidEvent", e.to_string()),
+            }
+        })?;
+        match event {
+            ScalerEvent::Sqs(records) => {
+                let resp = self.handle_sqs(records).await;
+                Ok(serde_json::to_value(resp).expect("batch response serialises"))
+            }
+            ScalerEvent::Schedule => self.reconcile().await,
+            ScalerEvent::SpotInterruption { instance } => self.spot_interruption(&instance).await,
+            ScalerEvent::StateChange { instance, state } => self.state_change(&instance, &state).await,
+        }
+    }
+
+    /// Handles one SQS batch. Messages are grouped by pool; each pool is described once, planned
+    /// once and executed, and the batch response names exactly the messages whose work was not
+    /// done (unparseable, unknown pool, or an action they needed failed).
+    pub async fn handle_sqs(&self, records: Vec<SqsRecord>) -> SqsBatchResponse {
+        let mut failed: BTreeSet<String> = BTreeSet::new();
+        let mut by_pool: BTreeMap<PoolName, Vec<Item>> = BTreeMap::new();
+        for r in records {
+            let inbound = match parse_body(&r.body) {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::warn!(message_id = %r.message_id, bytes = r.body.len(), error = %e, "message refused");
+                    failed.insert(r.message_id);
+                    continue;
+                }
+            };
+            let pool = match &inbound {
+                Inbound::Queue(m) => m.pool().clone(),
+                Inbound::TopUp(p) => p.clone(),
+            };
+            if self.p.config.pool(&pool).is_none() {
+                tracing::warn!(message_id = %r.message_id, pool = %pool, "message for a pool not in the configuration");
+                failed.insert(r.message_id);
+                continue;
+            }
+            by_pool.entry(pool).or_default().push(Item {
+                message_id: r.message_id,
+                receive_count: r.receive_count,
+                inbound,
+            });
+        }
+
+        let work = by_pool.into_iter().map(|(pool, items)| async move {
+            let cfg = self.p.config.pool(&pool).expect("checked above");
+            self.handle_pool_batch(cfg, items).await
+        });
+        for f in futures::future::join_all(work).await {
+            failed.extend(f);
+        }
+        self.emit_rate_limit();
+        let mut resp = SqsBatchResponse::default();
+        for id in failed {
+            resp.add_failure(id);
+        }
+        resp
+    }
+
+    /// Returns the ids of the messages that failed.
+    async fn handle_pool_batch(&self, pool: &PoolConfig, items: Vec<Item>) -> Vec<String> {
+        let all = || items.iter().map(|i| i.message_id.clone()).collect::<Vec<_>>();
+        let now = self.p.clock.now();
+        let instances = match self.p.fleet.describe_pool(&pool.name).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(pool = %pool.name, code = e.code.as_deref().unwrap_or(""), error = %e, "describe failed; the batch is retried");
+                return all();
+            }
+        };
+        let messages: Vec<QueueMessage> = items
+            .iter()
+            .filter_map(|i| match &i.inbound {
+                Inbound::Queue(m) => Some(m.clone()),
+                Inbound::TopUp(_) => None,
+            })
+            .collect();
+        let plan = planner::plan(&PlanInput::batch(pool, &instances, &messages, now));
+        let ctx = JobContext::from_items(&items);
+        let exec = self.execute(pool, &instances, &messages, &plan, Mode::HandleBatch, &ctx).await;
+        self.p.metrics.emit(&plan.metrics, now);
+        if !plan.unserved.is_empty() {
+            tracing::info!(pool = %pool.name, unserved = plan.unserved.len(), "pool at max_runners; jobs wait for redelivery");
+        }
+
+        let unserved: HashSet<JobId> = plan.unserved.iter().copied().collect();
+        let failed: Vec<String> = items
+            .iter()
+            .filter(|i| match &i.inbound {
+                Inbound::Queue(m) => {
+                    let j = m.job_id();
+                    exec.failed_jobs.contains(&j)
+                        || (unserved.contains(&j) && matches!(m, QueueMessage::ScaleUp(_)))
+                }
+                Inbound::TopUp(_) => exec.warm_failed,
+            })
+            .map(|i| i.message_id.clone())
+            .collect();
+        tracing::info!(
+            pool = %pool.name,
+            messages = items.len(),
+            failed = failed.len(),
+            launched = exec.launched,
+            actions = plan.actions.len(),
+            "batch handled"
+        );
+        failed
+    }
+
+    /// Runs a plan's actions in order (see the planner's docs): terminations first, and no
+    /// launch if one failed, because the launch headroom counted those instances as gone.
+    async fn execute(
+        &self,
+        pool: &PoolConfig,
+        instances: &[ObservedInstance],
+        messages: &[QueueMessage],
+        plan: &Plan,
+        mode: Mode,
+        ctx: &JobContext,
+    ) -> Execution {
+        let mut ex = Execution::default();
+        let mut terminate_failed = false;
+        let now = self.p.clock.now();
+        for action in &plan.actions {
+            match action {
+                Action::Terminate { ids, reason } => match self.p.fleet.terminate(ids).await {
+                    Ok(()) => {
+                        tracing::info!(pool = %pool.name, count = ids.len(), reason = reason.as_str(), "terminated")
+                    }
+                    Err(e) => {
+                        terminate_failed = true;
+                        let set: HashSet<&InstanceId> = ids.iter().collect();
+                        ex.failed_jobs.extend(
+                            instances.iter().filter(|i| set.contains(&i.id)).filter_map(|i| i.job_id),
+                        );
+                        ex.failed_jobs.extend(messages.iter().filter_map(|m| {
+                            match m {
+                                QueueMessage::JobCompleted(c)
+                                    if c.runner_name
+                                        .as_ref()
+                                        .and_then(RunnerName::instance_id)
+                                        .is_some_and(|id| set.contains(&id)) =>
+                                {
+                                    Some(c.job_id)
+                                }
+                                _ => None,
+                            }
+                        }));
+                        ex.errors.push(e);
+                    }
+                },
+                Action::DeleteParameters { ids } => {
+                    for id in ids {
+                        if let Err(e) = self.p.jit.delete(id).await {
+                            ex.errors.push(e);
+                        }
+                    }
+                }
+                Action::DeregisterRunners { runners } => {
+                    for r in runners {
+                        match self.p.github.delete_runner(&self.p.config.organization, r.id).await {
+                            Ok(()) => {
+                                tracing::info!(pool = %pool.name, runner = %r.name, "runner deregistered")
+                            }
+                            // Gone already: what we wanted.
+                            Err(e) if e.code.as_deref() == Some("404") => {}
+                            Err(e) => ex.errors.push(e),
+                        }
+                    }
+                }
+                Action::TagBusy { instance, job } => {
+                    if let Err(e) = self.p.fleet.set_lifecycle(instance, Lifecycle::Busy, Some(*job)).await {
+                        ex.failed_jobs.insert(*job);
+                        ex.errors.push(e);
+                    }
+                }
+                Action::Earmark { instance, lifecycle, job } => {
+                    if let Err(e) = self.p.fleet.set_lifecycle(instance, *lifecycle, *job).await {
+                        // The job gaining the earmark, or (when it is cleared) the one losing it.
+                        let lost = instances.iter().find(|i| &i.id == instance).and_then(|i| i.job_id);
+                        ex.failed_jobs.extend(job.or(lost));
+                        ex.errors.push(e);
+                    }
+                }
+                Action::RerunJob { repository, job, run_attempt, .. } => {
+                    if let Err(e) = self.rerun(pool, repository, *job, *run_attempt).await {
+                        ex.failed_jobs.insert(*job);
+                        ex.errors.push(e);
+                    }
+                }
+                Action::Launch { count, reason, jobs, idempotency_key } => {
+                    if terminate_failed {
+                        ex.failed_jobs.extend(jobs.iter().copied());
+                        ex.warm_failed |= *reason == LaunchReason::WarmPool;
+                        continue;
+                    }
+                    if *reason == LaunchReason::WarmPool && pool.runner_scope == RunnerScope::Repo {
+                        // A repository runner needs a repository, which a warm runner does not have.
+                        tracing::warn!(pool = %pool.name, "warm pool ignored: repository-scoped pools have no warm runners");
+                        continue;
+                    }
+                    match mode {
+                        // Reconcile never launches: launches for a pool are made only by
+                        // invocations for that pool's FIFO message group, one at a time.
+                        Mode::Reconcile => match self.send_top_up(pool, now).await {
+                            Ok(()) => ex.top_ups += 1,
+                            Err(e) => ex.errors.push(e),
+                        },
+                        Mode::HandleBatch => {
+                            self.launch(pool, *count, *reason, jobs, idempotency_key, ctx, &mut ex).await
+                        }
+                    }
+                }
+            }
+        }
+        for e in &ex.errors {
+            tracing::warn!(pool = %pool.name, operation = e.operation, code = e.code.as_deref().unwrap_or(""), retryable = e.retryable, error = %e, "action failed");
+        }
+        ex
+    }
+
+    async fn send_top_up(
+        &self,
+        pool: &PoolConfig,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), PortError> {
+        let body = TopUp { pool: pool.name.clone() }.to_json();
+        // One top-up per pool per minute at most: FIFO deduplication drops the repeats.
+        let dedup_id = format!("top-up-{}-{}", pool.name, now.timestamp().div_euclid(60));
+        self.p
+            .queue
+            .send(&OutboundMessage { body, group_id: pool.name.to_string(), dedup_id })
+            .await
+            .inspect(|_| tracing::info!(pool = %pool.name, "warm pool short; top-up queued"))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn launch(
+        &self,
+        pool: &PoolConfig,
+        count: u32,
+        reason: LaunchReason,
+        jobs: &[JobId],
+        planner_key: &str,
+        ctx: &JobContext,
+        ex: &mut Execution,
+    ) {
+        let req = LaunchRequest {
+            pool: pool.clone(),
+            count,
+            reason,
+            idempotency_key: ctx.launch_key(planner_key, jobs),
+            jobs: jobs.to_vec(),
+        };
+        let now = self.p.clock.now();
+        let out = match self.p.fleet.launch(&req).await {
+            Ok(o) => o,
+            Err(e) => {
+                let code = e.code.clone().unwrap_or_else(|| "Error".into());
+                self.p
+                    .metrics
+                    .emit(&[count_with(names::LAUNCH_FAILURES, &pool.name, 1.0, "ErrorCode", code)], now);
+                ex.failed_jobs.extend(jobs.iter().copied());
+                ex.warm_failed |= reason == LaunchReason::WarmPool;
+                ex.errors.push(e);
+                return;
+            }
+        };
+        let mut records = Vec::new();
+        let mut by_type: BTreeMap<&'static str, u32> = BTreeMap::new();
+        for i in &out.launched {
+            *by_type.entry(i.capacity_type.as_str()).or_default() += 1;
+        }
+        for (t, n) in by_type {
+            records.push(count_with(names::LAUNCHES, &pool.name, n as f64, "CapacityType", t));
+        }
+        let mut by_code: BTreeMap<&str, u32> = BTreeMap::new();
+        for f in &out.failures {
+            *by_code.entry(f.code.as_str()).or_default() += 1;
+        }
+        for (c, n) in by_code {
+            records.push(count_with(names::LAUNCH_FAILURES, &pool.name, n as f64, "ErrorCode", c));
+        }
+        self.p.metrics.emit(&records, now);
+        // Fewer instances than asked: the jobs left over are retried by redelivery.
+        ex.failed_jobs.extend(jobs.iter().skip(out.launched.len()).copied());
+
+        // The fleet tagged launched[i] with jobs[i].
+        let work: Vec<(LaunchedInstance, Option<JobId>)> =
+            out.launched.iter().enumerate().map(|(i, inst)| (inst.clone(), jobs.get(i).copied())).collect();
+        let results: Vec<(LaunchedInstance, Option<JobId>, Result<(), PortError>)> = stream::iter(work)
+            .map(|(inst, job)| async move {
+                let r = self.provision(pool, &inst, job, ctx).await;
+                (inst, job, r)
+            })
+            .buffer_unordered(self.p.options.jit_concurrency.max(1))
+            .collect()
+            .await;
+        for (inst, job, r) in results {
+            match r {
+                Ok(()) => ex.launched += 1,
+                Err(e) => {
+                    tracing::warn!(pool = %pool.name, instance = %inst.id, code = e.code.as_deref().unwrap_or(""), error = %e, "no JIT config; terminating the new instance");
+                    self.abandon(&inst.id).await;
+                    match job {
+                        Some(j) => {
+                            ex.failed_jobs.insert(j);
+                        }
+                        None => ex.warm_failed = true,
+                    }
+                    ex.errors.push(e);
+                }
+            }
+        }
+    }
+
+    /// Registers a runner for a new instance and stores its JIT config where the instance's
+    /// boot agent looks for it.
+    ///
+    /// The config is written right after CreateFleet returns, while the instance boots; the
+    /// boot agent (see `ami/components/boot-agent.yaml`) polls for its parameter with backoff
+    /// up to a deadline, then terminates itself. Writing first needs no callback from the
+    /// instance and no extra permission on it; booting takes far longer than these two calls.
+    async fn provision(
+        &self,
+        pool: &PoolConfig,
+        inst: &LaunchedInstance,
+        job: Option<JobId>,
+        ctx: &JobContext,
+    ) -> Result<(), PortError> {
+        const OP: &str = "scaler:provision";
+        let job_ctx = job.and_then(|j| ctx.repository.get(&j));
+        let scope = match pool.runner_scope {
+            RunnerScope::Org => RunnerScopeTarget::Org(self.p.config.organization.clone()),
+            RunnerScope::Repo => match job_ctx {
+                Some((repo, _)) => RunnerScopeTarget::Repo(repo.clone()),
+                None => {
+                    return Err(PortError::permanent(
+                        OP,
+                        Some("NoRepository".into()),
+                        "a repository-scoped runner without a job from this batch",
+                    ))
+                }
+            },
+        };
+        let req = JitRequest {
+            name: RunnerName::for_instance(&pool.name, &inst.id),
+            labels: pool.labels.clone(),
+            runner_group: self.p.config.github.runner_group.clone(),
+            scope,
+            installation: job_ctx.and_then(|(_, i)| *i),
+        };
+        let jit = self.p.github.generate_jit_config(&req).await?;
+        if let Err(e) = self.p.jit.put(&inst.id, &pool.name, &jit.encoded).await {
+            // The runner exists at GitHub but will never start: remove it now rather than
+            // leaving it to reconcile.
+            if pool.runner_scope == RunnerScope::Org {
+                if let Err(d) = self.p.github.delete_runner(&self.p.config.organization, jit.runner_id).await
+                {
+                    tracing::warn!(runner = %req.name, code = d.code.as_deref().unwrap_or(""), "could not remove the unused runner");
+                }
+            }
+            return Err(e);
+        }
+        tracing::info!(pool = %pool.name, instance = %inst.id, capacity_type = inst.capacity_type.as_str(), instance_type = %inst.instance_type, "runner provisioned");
+        Ok(())
+    }
+
+    /// Terminates a just-launched instance that got no JIT config, first dropping its job tag so
+    /// the redelivered message launches for the job again. Should either call fail, the
+    /// `draining` tag (or the boot timeout) has reconcile terminate it.
+    async fn abandon(&self, id: &InstanceId) {
+        if let Err(e) = self.p.fleet.set_lifecycle(id, Lifecycle::Draining, None).await {
+            tracing::warn!(instance = %id, code = e.code.as_deref().unwrap_or(""), "could not untag the abandoned instance");
+        }
+        if let Err(e) = self.p.fleet.terminate(std::slice::from_ref(id)).await {
+            tracing::warn!(instance = %id, code = e.code.as_deref().unwrap_or(""), "could not terminate the abandoned instance; reconcile will");
+        }
+    }
+
+    /// Re-runs a job a spot reclaim killed. The planner allows one re-run per attempt up to
+    /// the pool's `max_spot_reruns`, and a completion is redelivered only if handling it failed.
+    /// GitHub refuses to re-run a job whose re-run is already underway (403/409/422); that
+    /// answer means the work is done, so a repeated request cannot start a second re-run.
+    async fn rerun(
+        &self,
+        pool: &PoolConfig,
+        repo: &RepoFullName,
+        job: JobId,
+        attempt: u32,
+    ) -> Result<(), PortError> {
+        match self.p.github.rerun_job(repo, job).await {
+            Ok(()) => {
+                tracing::info!(pool = %pool.name, job = %job, attempt, "job re-run after spot interruption");
+                Ok(())
+            }
+            Err(e) if matches!(e.code.as_deref(), Some("403" | "409" | "422")) => {
+                tracing::warn!(pool = %pool.name, job = %job, attempt, code = e.code.as_deref().unwrap_or(""), error = %e, "GitHub refused the re-run (already re-running, or not allowed)");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn emit_rate_limit(&self) {
+        if let Some(r) = self.p.github.rate_limit_remaining() {
+            self.p.metrics.emit(
+                &[MetricRecord::gauge(names::GITHUB_RATE_LIMIT_REMAINING, None, r as f64)],
+                self.p.clock.now(),
+            );
+        }
+    }
+
+    /// The reconcile schedule: every pool is described and planned with GitHub's runner list and
+    /// the stored JIT parameters. Reconcile terminates, cleans up and tags, but does not launch:
+    /// a short warm pool gets a top-up message in the pool's FIFO group, so every launch for a
+    /// pool happens in the one invocation at a time that SQS allows per message group, and no
+    /// interleaving of invocations can take a pool past `max_runners`.
+    pub async fn reconcile(&self) -> Result<Value, ScalerError> {
+        let now = self.p.clock.now();
+        let mut errors: Vec<PortError> = Vec::new();
+        // Both lists are read once per run, for all pools. Without them, the rules that need
+        // them (boot timeout, cleanup) are skipped rather than guessed.
+        let runners: Option<Vec<RegisteredRunner>> =
+            match self.p.github.list_runners(&self.p.config.organization).await {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            };
+        let params: Option<Vec<StoredJit>> = match self.p.jit.list().await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
+        let mut summary = serde_json::Map::new();
+        for pool in &self.p.config.pools {
+            let instances = match self.p.fleet.describe_pool(&pool.name).await {
+                Ok(i) => i,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            let plan = planner::plan(&PlanInput::reconcile(
+                pool,
+                &instances,
+                runners.as_deref(),
+                params.as_deref(),
+                now,
+            ));
+            let ex =
+                self.execute(pool, &instances, &[], &plan, Mode::Reconcile, &JobContext::default()).await;
+            self.p.metrics.emit(&plan.metrics, now);
+            let terminated = plan.terminated().count();
+            summary.insert(
+                pool.name.to_string(),
+                json!({
+                    "actions": plan.actions.len(),
+                    "terminated": terminated,
+                    "top_ups": ex.top_ups,
+                    "warm_target": plan.warm_target,
+                    "errors": ex.errors.len(),
+                }),
+            );
+            errors.extend(ex.errors);
+        }
+        self.emit_rate_limit();
+        if errors.is_empty() {
+            tracing::info!(pools = self.p.config.pools.len(), "reconciled");
+            return Ok(Value::Object(summary));
+        }
+        let retryable = errors.iter().all(|e| e.retryable);
+        let first = errors[0].to_string();
+        Err(ScalerError {
+            kind: "Reconcile",
+            retryable,
+            message: format!("{} action(s) failed; first: {first}", errors.len()),
+        })
+    }
+
+    /// A spot interruption warning: tag the instance so that, if its job then fails, the job is
+    /// re-run (see the planner), and count it.
+    pub async fn spot_interruption(&self, id: &InstanceId) -> Result<Value, ScalerError> {
+        let Some(inst) = self.p.lookup.lookup(id).await? else {
+            tracing::info!(instance = %id, "spot interruption for an instance Hangar does not manage");
+            return Ok(json!({ "instance": id, "managed": false }));
+        };
+        self.p.fleet.mark_interrupted(id).await?;
+        self.p.metrics.emit(&[count(names::SPOT_INTERRUPTIONS, &inst.pool, 1.0)], self.p.clock.now());
+        tracing::info!(instance = %id, pool = %inst.pool, lifecycle = inst.lifecycle.as_str(), job = ?inst.job_id, "spot interruption marked");
+        Ok(
+            json!({ "instance": id, "managed": true, "pool": inst.pool, "busy": inst.lifecycle == Lifecycle::Busy }),
+        )
+    }
+
+    /// An instance is going away: its JIT parameter goes with it, and so does its runner if it
+    /// registered but never ran a job (GitHub removes an ephemeral runner after its job itself).
+    pub async fn state_change(&self, id: &InstanceId, state: &str) -> Result<Value, ScalerError> {
+        if !matches!(state, "shutting-down" | "terminated") {
+            return Ok(json!({ "instance": id, "ignored": state }));
+        }
+        let Some(inst) = self.p.lookup.lookup(id).await? else {
+            return Ok(json!({ "instance": id, "managed": false }));
+        };
+        self.p.jit.delete(id).await?;
+        let pool = self.p.config.pool(&inst.pool);
+        let mut deregistered = false;
+        let org_scoped = pool.is_some_and(|p| p.runner_scope == RunnerScope::Org);
+        if org_scoped && inst.lifecycle != Lifecycle::Busy {
+            let name = RunnerName::for_instance(&inst.pool, id);
+            let runners = self.p.github.list_runners(&self.p.config.organization).await?;
+            if let Some(r) = runners.into_iter().find(|r| r.name == name && !r.busy) {
+                match self.p.github.delete_runner(&self.p.config.organization, r.id).await {
+                    Ok(()) => deregistered = true,
+                    Err(e) if e.code.as_deref() == Some("404") => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            self.emit_rate_limit();
+        }
+        tracing::info!(instance = %id, pool = %inst.pool, state, deregistered, "instance gone; cleaned up");
+        Ok(json!({ "instance": id, "managed": true, "pool": inst.pool, "deregistered": deregistered }))
+    }
+}
+
+fn count_with(
+    name: &'static str,
+    pool: &PoolName,
+    v: f64,
+    key: &'static str,
+    value: impl Into<String>,
+) -> MetricRecord {
+    MetricRecord::count(name, Some(pool), v).with(key, value)
+}

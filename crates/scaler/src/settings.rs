@@ -1,0 +1,117 @@
+//! Configuration and secrets, loaded once per cold start from the environment, SSM Parameter
+//! Store or local files. The App key is held as a [`Secret`] and never logged.
+
+use hangar_aws::ssm::SsmConfigSource;
+use hangar_core::config::{Config, ConfigError};
+use hangar_core::ports::PortError;
+use hangar_core::secret::Secret;
+
+/// Names of the environment variables the scaler reads.
+pub mod env {
+    pub const CONFIG_PARAMETER: &str = "HANGAR_CONFIG_PARAMETER";
+    pub const CONFIG_FILE: &str = "HANGAR_CONFIG_FILE";
+    pub const APP_KEY_PARAMETER: &str = "HANGAR_GITHUB_APP_KEY_PARAMETER";
+    pub const APP_KEY_FILE: &str = "HANGAR_GITHUB_APP_KEY_FILE";
+    /// Overrides the config's `github.api_url` (the simulator in local runs).
+    pub const GITHUB_API_URL: &str = "HANGAR_GITHUB_API_URL";
+    pub const JIT_PARAMETER_PREFIX: &str = "HANGAR_JIT_PARAMETER_PREFIX";
+    pub const NAMESPACE: &str = "HANGAR_METRICS_NAMESPACE";
+    /// The scale queue (FIFO), where reconcile sends warm-pool top-ups.
+    pub const QUEUE_URL: &str = "HANGAR_QUEUE_URL";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("set one of {0}")]
+    Missing(&'static str),
+    #[error("{var} is not valid: {reason}")]
+    Invalid { var: &'static str, reason: String },
+    #[error("reading {path}: {source}")]
+    File { path: String, source: std::io::Error },
+    #[error("pool configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Aws(#[from] PortError),
+}
+
+pub struct Settings {
+    pub config: Config,
+    pub app_key: Secret,
+    pub github_api_url: String,
+    /// `None`: [`hangar_aws::ssm::DEFAULT_JIT_PREFIX`].
+    pub jit_prefix: Option<String>,
+    pub namespace: String,
+    pub queue_url: String,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("organization", &self.config.organization)
+            .field("pools", &self.config.pools.len())
+            .field("github_api_url", &self.github_api_url)
+            .field("jit_prefix", &self.jit_prefix)
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+fn get(k: &str) -> Option<String> {
+    std::env::var(k).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A value from an SSM parameter (preferred) or a file. IAM: `ssm:GetParameter`, `kms:Decrypt`.
+async fn read(
+    ssm: &SsmConfigSource,
+    parameter: &'static str,
+    file: &'static str,
+    missing: &'static str,
+) -> Result<Secret, SettingsError> {
+    if let Some(name) = get(parameter) {
+        return Ok(ssm.get(&name).await?);
+    }
+    let path = get(file).ok_or(SettingsError::Missing(missing))?;
+    std::fs::read_to_string(&path).map(Secret::new).map_err(|source| SettingsError::File { path, source })
+}
+
+impl Settings {
+    pub async fn load(ssm: &SsmConfigSource) -> Result<Self, SettingsError> {
+        let text = read(
+            ssm,
+            env::CONFIG_PARAMETER,
+            env::CONFIG_FILE,
+            "HANGAR_CONFIG_PARAMETER or HANGAR_CONFIG_FILE",
+        )
+        .await?;
+        let config = Config::from_yaml(text.expose())?;
+        if config.github.app_id == 0 {
+            return Err(SettingsError::Invalid {
+                var: "github.app_id",
+                reason: "the scaler needs the GitHub App id".into(),
+            });
+        }
+        let app_key = read(
+            ssm,
+            env::APP_KEY_PARAMETER,
+            env::APP_KEY_FILE,
+            "HANGAR_GITHUB_APP_KEY_PARAMETER or HANGAR_GITHUB_APP_KEY_FILE",
+        )
+        .await?;
+        if !app_key.expose().contains("PRIVATE KEY") {
+            return Err(SettingsError::Invalid {
+                var: "GitHub App key",
+                reason: "is not a PEM private key".into(),
+            });
+        }
+        let github_api_url = get(env::GITHUB_API_URL).unwrap_or_else(|| config.github.api_url.clone());
+        let queue_url = get(env::QUEUE_URL).ok_or(SettingsError::Missing(env::QUEUE_URL))?;
+        Ok(Settings {
+            config,
+            app_key,
+            github_api_url,
+            jit_prefix: get(env::JIT_PARAMETER_PREFIX),
+            namespace: get(env::NAMESPACE).unwrap_or_else(|| "Hangar".into()),
+            queue_url,
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! EC2 events: spot interruption warnings (and the re-run that follows a failed job), and
+//! instances going away.
+
+use crate::common::{completed, ec2_event, runner_name, scale_up, started, Env, Options, REPO};
+use hangar_sim::github::JobSpec;
+use serde_json::json;
+
+#[tokio::test]
+async fn a_spot_interruption_then_a_failed_completion_reruns_the_job_once() {
+    let env = Env::start(Options::default()).await;
+    let p = env.pool_name();
+    let job =
+        env.sim.enqueue_job(JobSpec::new(REPO, &["self-hosted", "linux"]).duration_ms(3_600_000)).unwrap();
+    assert!(env.batch(&[("up", scale_up(&p, job.id), 1)]).await.is_empty());
+    let id = env.live().await[0].id.clone();
+    let runner = env.boot(&id).await;
+    let running = env.sim.job(job.id).unwrap();
+    assert_eq!(
+        running.runner_name.as_deref(),
+        Some(runner_name(&p, &id).as_str()),
+        "the sim gave it the job"
+    );
+    assert!(env.batch(&[("start", started(&p, job.id, &runner_name(&p, &id)), 1)]).await.is_empty());
+
+    let resp = env.handle(ec2_event("ec2-spot-interruption-warning.json", &id, None)).await;
+    assert_eq!(resp["managed"], true);
+    assert_eq!(resp["busy"], true);
+    assert_eq!(env.live().await[0].tag("hangar:interrupted"), Some("true"));
+    assert_eq!(env.metrics.total("SpotInterruptions", Some(("Pool", p.as_str()))), 1.0);
+
+    // EC2 takes the instance; the job fails with it.
+    env.sim.kill_runner(runner).unwrap();
+    let done = completed(&p, job.id, &runner_name(&p, &id), "failure", 1, REPO);
+    assert!(env.batch(&[("done", done.clone(), 1)]).await.is_empty());
+    let reruns: Vec<_> = env.sim.jobs().into_iter().filter(|j| j.rerun_of == Some(job.id)).collect();
+    assert_eq!(reruns.len(), 1);
+    assert_eq!(reruns[0].run_attempt, 2);
+    assert!(env.live().await.is_empty(), "the finished instance is terminated");
+
+    // A redelivery of the completion does not start a second re-run.
+    assert!(env.batch(&[("done", done, 2)]).await.is_empty());
+    assert_eq!(env.sim.jobs().into_iter().filter(|j| j.rerun_of == Some(job.id)).count(), 1);
+    // Nor does a second failure of the re-run on an interrupted runner: one re-run is the bound.
+    let again = completed(&p, job.id, &runner_name(&p, &id), "failure", 2, REPO);
+    let before = env.sim.count("rerun-job");
+    assert!(env.batch(&[("done-2", again, 1)]).await.is_empty());
+    assert_eq!(env.sim.count("rerun-job"), before);
+    assert_eq!(env.metrics.total("SpotReruns", None), 2.0, "planned for attempt 1 (twice), never for 2");
+}
+
+#[tokio::test]
+async fn a_success_on_an_interrupted_runner_is_not_rerun() {
+    let env = Env::start(Options::default()).await;
+    let p = env.pool_name();
+    assert!(env.batch(&[("up", scale_up(&p, 77), 1)]).await.is_empty());
+    let id = env.live().await[0].id.clone();
+    env.handle(ec2_event("ec2-spot-interruption-warning.json", &id, None)).await;
+    let ok = completed(&p, 77, &runner_name(&p, &id), "success", 1, REPO);
+    assert!(env.batch(&[("done", ok, 1)]).await.is_empty());
+    assert_eq!(env.sim.count("rerun-job"), 0);
+}
+
+#[tokio::test]
+async fn a_terminated_instance_loses_its_parameter_and_its_unused_runner() {
+    let env = Env::start(Options::default()).await;
+    let p = env.pool_name();
+    assert!(env.batch(&[("up", scale_up(&p, 5), 1)]).await.is_empty());
+    let id = env.live().await[0].id.clone();
+    assert!(env.jit(&id).await.is_some());
+    env.ec2.terminate_instances().instance_ids(&id).send().await.unwrap();
+
+    let resp = env.handle(ec2_event("ec2-state-change-terminated.json", &id, Some("shutting-down"))).await;
+    assert_eq!(resp["deregistered"], true, "{resp}");
+    assert!(env.jit(&id).await.is_none());
+    assert!(env.sim.runners().iter().all(|r| r.removed));
+    // The second notification (`terminated`) finds nothing left and writes nothing.
+    let (aws, gh) = (env.aws_writes(), env.github_writes());
+    let resp = env.handle(ec2_event("ec2-state-change-terminated.json", &id, Some("terminated"))).await;
+    assert_eq!(resp["deregistered"], false);
+    assert_eq!(env.github_writes(), gh);
+    // DeleteParameter of a missing parameter is the only call that is a write by name.
+    assert_eq!(env.aws_writes(), aws + 1);
+}
+
+#[tokio::test]
+async fn events_for_instances_hangar_does_not_manage_change_nothing() {
+    let env = Env::start(Options::default()).await;
+    let stranger = env
+        .ec2
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_owned();
+    for ev in [
+        ec2_event("ec2-spot-interruption-warning.json", &stranger, None),
+        ec2_event("ec2-state-change-terminated.json", &stranger, Some("terminated")),
+        ec2_event("ec2-spot-interruption-warning.json", "i-0123456789abcdef0", None),
+    ] {
+        assert_eq!(env.handle(ev).await["managed"], false);
+    }
+    assert_eq!(env.proxy.counts().keys().collect::<Vec<_>>(), ["DescribeInstances"]);
+    assert_eq!(env.sim.counters().total, 0);
+
+    let running = env.handle(ec2_event("ec2-state-change-terminated.json", &stranger, Some("running"))).await;
+    assert_eq!(running, json!({ "instance": stranger, "ignored": "running" }));
+    assert_eq!(env.proxy.count("DescribeInstances"), 3, "a state Hangar ignores costs no call");
+}
