@@ -11,6 +11,12 @@ async fn a_batch_and_reconcile_at_once_never_exceed_max_runners() {
     let p = env.pool_name();
     let (other, _) = env.second_scaler().await;
     let (third, _) = env.second_scaler().await;
+    // Slow launches: every invocation has described the pool before any launch lands, which is
+    // the interleaving that takes a pool past its cap if two of them may launch.
+    env.proxy.inject(hangar_sim::fault_proxy::Fault::latency(
+        "CreateFleet",
+        std::time::Duration::from_millis(400),
+    ));
     for round in 0..3u64 {
         let records: Vec<(String, String, u32)> =
             (0..6).map(|k| (format!("m-{round}-{k}"), scale_up(&p, 1000 + round * 10 + k), 1)).collect();
