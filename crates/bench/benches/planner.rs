@@ -59,17 +59,19 @@ fn name(n: u64) -> RunnerName {
     RunnerName::for_instance(&PoolName::from(POOL), &iid(n))
 }
 
-/// 600 busy, 200 idle (half earmarked), 100 pending, 40 stopped, 60 terminated: every code path
-/// of the planner sees work.
+/// 600 busy, 200 idle (3/4 earmarked), 100 pending (half earmarked), 40 stopped, 60 terminated:
+/// every code path of the planner sees work.
 fn instances() -> Vec<ObservedInstance> {
     (0..INSTANCES)
         .map(|n| {
             let (lifecycle, ec2_state, job, age) = match n {
                 0..600 => (Lifecycle::Busy, Ec2State::Running, Some(10_000 + n), 900),
                 600..800 => {
-                    (Lifecycle::Idle, Ec2State::Running, (n % 2 == 0).then_some(10_000 + n), (n % 7) * 200)
+                    (Lifecycle::Idle, Ec2State::Running, (n % 4 != 0).then_some(10_000 + n), (n % 7) * 200)
                 }
-                800..900 => (Lifecycle::Pending, Ec2State::Pending, None, (n % 5) * 80),
+                800..900 => {
+                    (Lifecycle::Pending, Ec2State::Pending, (n % 2 == 0).then_some(10_000 + n), (n % 5) * 80)
+                }
                 900..940 => (Lifecycle::Idle, Ec2State::Stopped, None, 1_000),
                 _ => (Lifecycle::Busy, Ec2State::Terminated, Some(10_000 + n), 3_000),
             };
@@ -151,14 +153,17 @@ fn params() -> Vec<StoredJit> {
         .collect()
 }
 
-fn job_launches(actions: &[Action]) -> u32 {
-    actions
-        .iter()
-        .map(|a| match a {
-            Action::Launch { count, reason: LaunchReason::Job, .. } => *count,
-            _ => 0,
-        })
-        .sum()
+/// Jobs given capacity by the plan: earmarked on a free runner or launched for.
+fn served(actions: &[Action]) -> Vec<JobId> {
+    let mut out = Vec::new();
+    for a in actions {
+        match a {
+            Action::Earmark { job: Some(j), .. } => out.push(*j),
+            Action::Launch { reason: LaunchReason::Job, jobs, .. } => out.extend(jobs),
+            _ => {}
+        }
+    }
+    out
 }
 
 struct Case {
@@ -198,9 +203,31 @@ fn bench(c: &mut Criterion) {
         if case.reconcile {
             assert!(p.terminated().count() > 0 && p.launch_count() > 0, "{}", case.name);
         } else {
-            assert!(job_launches(&p.actions) > 0, "{}: {:?}", case.name, p.actions);
+            // Every new queued job gets exactly one runner: earmarked or launched.
+            let mut want: Vec<JobId> = case
+                .messages
+                .iter()
+                .filter(|m| matches!(m, QueueMessage::ScaleUp(_)))
+                .map(|m| m.job_id())
+                .collect();
+            let mut got: Vec<JobId> = served(&p.actions).into_iter().filter(|j| want.contains(j)).collect();
+            want.sort();
+            got.sort();
+            assert_eq!(got, want, "{}: {:?}", case.name, p.actions);
         }
-        eprintln!("{}: {} actions, {} launches", case.name, p.actions.len(), p.launch_count());
+        eprintln!(
+            "{}: {} actions, {} launched ({} for jobs)",
+            case.name,
+            p.actions.len(),
+            p.launch_count(),
+            p.actions
+                .iter()
+                .map(|a| match a {
+                    Action::Launch { count, reason: LaunchReason::Job, .. } => *count,
+                    _ => 0,
+                })
+                .sum::<u32>()
+        );
         g.bench_function(case.name, |b| b.iter(|| plan(black_box(&input))));
     }
     g.finish();

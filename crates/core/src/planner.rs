@@ -35,6 +35,7 @@ use crate::state::{Ec2State, Lifecycle, ObservedInstance};
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// A JIT parameter (or a runner registration) younger than this whose instance is not listed
 /// yet is left alone: `DescribeInstances` is eventually consistent, and the scaler writes the
@@ -274,16 +275,16 @@ impl Slot<'_> {
 struct Planner<'a> {
     input: &'a PlanInput<'a>,
     slots: Vec<Slot<'a>>,
-    by_id: HashMap<&'a InstanceId, usize>,
+    by_id: Map<&'a str, usize>,
     /// Jobs this batch says have started or completed: they need no capacity.
-    settled: HashSet<JobId>,
+    settled: Set<JobId>,
     /// Queued jobs in first-seen order (queued messages, then jobs whose earmark was taken).
     demand: Vec<JobId>,
     /// Jobs whose instance died before they started: re-homed on free capacity, never launched
     /// for again (each job gets at most one launch).
     rehome: Vec<JobId>,
     reruns: Vec<Action>,
-    rerun_seen: HashSet<(JobId, u32)>,
+    rerun_seen: Set<(JobId, u32)>,
 }
 
 enum Runner {
@@ -306,21 +307,26 @@ impl<'a> Planner<'a> {
         let pool = &input.pool.name;
         // (online, busy) per instance. GitHub keeps runner names unique, but if a list ever
         // repeats one, any busy or online entry wins: the safe reading.
-        let mut runners_by_instance: HashMap<InstanceId, (bool, bool)> = HashMap::new();
-        for r in input.runners.unwrap_or(&[]).iter().filter(|r| r.name.pool().as_ref() == Some(pool)) {
-            if let Some(id) = r.name.instance_id() {
-                let e = runners_by_instance.entry(id).or_default();
-                *e = (e.0 || r.online, e.1 || r.busy);
+        let mut runners_by_instance: Map<&str, (bool, bool)> = Map::default();
+        for r in input.runners.unwrap_or(&[]) {
+            if let Some((p, id)) = split_runner_name(r.name.as_str()) {
+                if p == pool.as_str() {
+                    let e = runners_by_instance.entry(id).or_default();
+                    *e = (e.0 || r.online, e.1 || r.busy);
+                }
             }
         }
         let mut slots = Vec::with_capacity(input.instances.len());
-        let mut by_id = HashMap::with_capacity(input.instances.len());
+        let mut by_id = Map::with_capacity_and_hasher(input.instances.len(), Default::default());
         for inst in input.instances.iter().filter(|i| &i.pool == pool) {
             // Duplicate ids (a describe paginated twice over the same instance) are one instance.
-            if by_id.contains_key(&inst.id) {
-                continue;
+            match by_id.entry(inst.id.as_str()) {
+                std::collections::hash_map::Entry::Occupied(_) => continue,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(slots.len());
+                }
             }
-            let runner = runners_by_instance.get(&inst.id);
+            let runner = runners_by_instance.get(inst.id.as_str());
             let parked = matches!(inst.ec2_state, Ec2State::Stopped | Ec2State::Stopping);
             let status = if !inst.ec2_state.counts_toward_cap() {
                 Status::Gone
@@ -333,7 +339,6 @@ impl<'a> Planner<'a> {
             } else {
                 Status::Pending
             };
-            by_id.insert(&inst.id, slots.len());
             slots.push(Slot {
                 inst,
                 status,
@@ -348,18 +353,20 @@ impl<'a> Planner<'a> {
             input,
             slots,
             by_id,
-            settled: HashSet::new(),
+            settled: Set::default(),
             demand: Vec::new(),
             rehome: Vec::new(),
             reruns: Vec::new(),
-            rerun_seen: HashSet::new(),
+            rerun_seen: Set::default(),
         }
     }
 
     fn resolve(&self, runner: Option<&RunnerName>, job: JobId) -> Runner {
         match runner {
-            Some(name) => match name.instance_id().and_then(|id| self.by_id.get(&id)) {
-                Some(&i) if name.pool().as_ref() == Some(&self.input.pool.name) => Runner::Ours(i),
+            Some(name) => match split_runner_name(name.as_str()) {
+                Some((pool, id)) if pool == self.input.pool.name.as_str() => {
+                    self.by_id.get(id).map_or(Runner::Elsewhere, |&i| Runner::Ours(i))
+                }
                 _ => Runner::Elsewhere,
             },
             // A webhook without `runner_name`: the instance already tagged busy with the job.
@@ -550,7 +557,8 @@ impl<'a> Planner<'a> {
         // (launched for, earmarked on, or run by) any instance, dead ones included.
         // Labels as the next plan will read them, so that both plans agree on which jobs had
         // their launch.
-        let labelled: HashSet<JobId> = self.slots.iter().filter_map(|s| s.label_after()).collect();
+        let mut labelled: Set<JobId> = Set::with_capacity_and_hasher(self.slots.len(), Default::default());
+        labelled.extend(self.slots.iter().filter_map(|s| s.label_after()));
         // A claim handed in this batch to an instance this plan terminates dies with it: that job
         // needs capacity again.
         let orphaned: Vec<JobId> = self
@@ -560,13 +568,14 @@ impl<'a> Planner<'a> {
             .filter_map(|s| s.job)
             .collect();
         self.demand.extend(orphaned);
-        let mut seen = HashSet::new();
+        let mut seen = Set::default();
         let wanted: Vec<JobId> = std::mem::take(&mut self.demand)
             .into_iter()
             .filter(|j| !self.settled.contains(j) && !labelled.contains(j) && seen.insert(*j))
             .collect();
-        let live_labels: HashSet<JobId> =
-            self.slots.iter().filter(|s| s.alive() && s.terminate.is_none()).filter_map(|s| s.job).collect();
+        let mut live_labels: Set<JobId> = Set::with_capacity_and_hasher(self.slots.len(), Default::default());
+        live_labels
+            .extend(self.slots.iter().filter(|s| s.alive() && s.terminate.is_none()).filter_map(|s| s.job));
         let rehome: Vec<JobId> = std::mem::take(&mut self.rehome)
             .into_iter()
             .filter(|j| !self.settled.contains(j) && !live_labels.contains(j) && seen.insert(*j))
@@ -646,7 +655,7 @@ impl<'a> Planner<'a> {
             .filter(|(r, _)| matches!(r, TerminateReason::BootTimeout | TerminateReason::Stopped))
             .map(|(_, ids)| ids.len() as u64)
             .sum();
-        let terminating: HashSet<&InstanceId> = by_reason.iter().flat_map(|(_, ids)| ids).collect();
+        let terminating: Set<&InstanceId> = by_reason.iter().flat_map(|(_, ids)| ids).collect();
         // An instance that finished a job its tags do not show (the start was never seen) still
         // carries an earmark; record the job it ran before it goes, or a later redelivery of the
         // earmarked job would count that dead earmark as its launch.
@@ -738,12 +747,13 @@ impl<'a> Planner<'a> {
 
     /// Parameters and runners to remove (reconcile only): those of instances that are gone, or
     /// that this plan terminates.
-    fn cleanup(&self, terminating: &HashSet<&InstanceId>) -> (Vec<InstanceId>, Vec<RunnerRef>) {
+    fn cleanup(&self, terminating: &Set<&InstanceId>) -> (Vec<InstanceId>, Vec<RunnerRef>) {
         let input = self.input;
         let pool = &input.pool.name;
         let now = input.now;
         let grace = Duration::seconds(FRESH_GRACE_SECS);
-        let fate = |id: &InstanceId| -> Fate {
+        let terminating: Set<&str> = terminating.iter().map(|id| id.as_str()).collect();
+        let fate = |id: &str| -> Fate {
             if terminating.contains(id) {
                 return Fate::Dead;
             }
@@ -753,27 +763,28 @@ impl<'a> Planner<'a> {
                 None => Fate::Unseen,
             }
         };
-        let fresh_params: HashSet<&InstanceId> = input
+        let fresh_params: Set<&str> = input
             .jit_parameters
             .unwrap_or(&[])
             .iter()
             .filter(|p| p.created_at.is_some_and(|t| now - t <= grace))
-            .map(|p| &p.instance_id)
+            .map(|p| p.instance_id.as_str())
             .collect();
 
         let mut params = Vec::new();
         if input.mode == Mode::Reconcile {
-            let mut seen = HashSet::new();
+            let mut seen = Set::default();
             for p in input.jit_parameters.unwrap_or(&[]) {
                 // Another pool's parameter is that pool's business; one without a pool tag
                 // cannot be attributed, so no pool's reconcile deletes it.
                 if p.pool.as_ref() != Some(pool) || !seen.insert(&p.instance_id) {
                     continue;
                 }
-                let delete = match fate(&p.instance_id) {
+                let id = p.instance_id.as_str();
+                let delete = match fate(id) {
                     Fate::Alive => false,
                     Fate::Dead => true,
-                    Fate::Unseen => !fresh_params.contains(&p.instance_id),
+                    Fate::Unseen => !fresh_params.contains(id),
                 };
                 if delete {
                     params.push(p.instance_id.clone());
@@ -783,19 +794,19 @@ impl<'a> Planner<'a> {
 
         let mut runners = Vec::new();
         if input.mode == Mode::Reconcile {
-            let mut seen = HashSet::new();
+            let mut seen = Set::default();
             for r in input.runners.unwrap_or(&[]) {
-                let Some(id) = r.name.instance_id() else { continue };
-                if r.name.pool().as_ref() != Some(pool) || r.busy || !seen.insert(r.id) {
+                let Some((runner_pool, id)) = split_runner_name(r.name.as_str()) else { continue };
+                if runner_pool != pool.as_str() || r.busy || !seen.insert(r.id) {
                     continue;
                 }
-                let remove = match fate(&id) {
+                let remove = match fate(id) {
                     Fate::Alive => false,
                     // Terminated now, or gone: online or not, the runner can never run a job.
-                    Fate::Dead => !r.online || terminating.contains(&id),
+                    Fate::Dead => !r.online || terminating.contains(id),
                     // Not listed: either long gone, or launched seconds ago and not yet visible
                     // (its JIT parameter is then fresh).
-                    Fate::Unseen => !r.online && !fresh_params.contains(&id),
+                    Fate::Unseen => !r.online && !fresh_params.contains(id),
                 };
                 if remove {
                     runners.push(RunnerRef { id: r.id, name: r.name.clone() });
@@ -831,15 +842,94 @@ fn launch_key(
         h.update(j.0.to_be_bytes());
     }
     if let Some((slots, now, count)) = warm {
-        let mut ids: Vec<&str> = slots.iter().filter(|s| s.alive()).map(|s| s.inst.id.as_str()).collect();
-        ids.sort_unstable();
-        for id in ids {
-            h.update(id.as_bytes());
-            h.update([0]);
+        // The instance set, independent of the order DescribeInstances lists it in: a sum of
+        // per-id hashes (cheaper than sorting a thousand ids, and stable across builds).
+        let (mut sum, mut n) = (0u64, 0u64);
+        for s in slots.iter().filter(|s| s.alive()) {
+            sum = sum.wrapping_add(words_hash(0, s.inst.id.as_str().as_bytes()));
+            n += 1;
         }
+        h.update(sum.to_be_bytes());
+        h.update(n.to_be_bytes());
         h.update(now.timestamp().div_euclid(60).to_be_bytes());
         h.update(count.to_be_bytes());
     }
     let digest = h.finalize();
     format!("hangar-{}", &hex::encode(digest)[..32])
+}
+
+/// Maps keyed by our own instance ids and job ids: SipHash's flooding resistance buys nothing
+/// here and was most of a plan's time over a thousand instances.
+type Map<K, V> = HashMap<K, V, BuildHasherDefault<WordHasher>>;
+type Set<T> = HashSet<T, BuildHasherDefault<WordHasher>>;
+
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn finish(&self) -> u64 {
+        // Fold the high half in: hashbrown picks buckets from the low bits.
+        self.0 ^ (self.0 >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = words_hash(self.0, bytes);
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(23);
+    }
+}
+
+/// A multiply-rotate hash eight bytes at a time. Stable across builds and platforms (it feeds
+/// the warm-pool launch key), fast on 19-byte instance ids.
+fn words_hash(seed: u64, bytes: &[u8]) -> u64 {
+    let mut h = seed ^ 0xcbf2_9ce4_8422_2325 ^ (bytes.len() as u64);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes(c.try_into().expect("chunks_exact gives 8 bytes"));
+        h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+    }
+    let mut last = [0u8; 8];
+    last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
+    h = (h ^ u64::from_le_bytes(last)).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+    h ^ (h >> 32)
+}
+
+/// `(pool, instance id)` of a runner name Hangar gave, without allocating: the same reading as
+/// [`RunnerName::pool`] and [`RunnerName::instance_id`], done once per runner of a long list.
+fn split_runner_name(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_prefix("hangar-")?;
+    let idx = rest.as_bytes().windows(3).rposition(|w| w == b"-i-")?;
+    let id = &rest[idx + 1..];
+    let hex = &id[2..];
+    if hex.is_empty() || !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((&rest[..idx], id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_runner_name_reads_names_as_runner_name_does() {
+        let names = [
+            "hangar-linux-x64-i-0abc123",
+            "hangar-a-i-b-i-0f",
+            "hangar-i-i-00",
+            "hangar--i-1",
+            "hangar-x-i-",
+            "hangar-x-i-zz",
+            "hangar-",
+            "my-laptop",
+            "hangar-gpu-i-0123-extra",
+            "hangar-linux-i-0abc\u{e9}",
+        ];
+        for n in names {
+            let r = RunnerName::from(n);
+            let want = r.instance_id().map(|id| (r.pool().unwrap().0, id.0));
+            let got = split_runner_name(n).map(|(p, id)| (p.to_owned(), id.to_owned()));
+            assert_eq!(got, want, "{n}");
+        }
+    }
 }

@@ -233,7 +233,8 @@ fn warm_target_follows_schedule_windows_in_the_pool_timezone() {
 fn warm_pool_is_topped_up_to_target_within_the_cap() {
     use Lifecycle::*;
     // (case, max, warm, instances, queued, warm launches expected)
-    let cases: Vec<(&str, u32, u32, Vec<ObservedInstance>, Vec<u64>, u32)> = vec![
+    type Case = (&'static str, u32, u32, Vec<ObservedInstance>, Vec<u64>, u32);
+    let cases: Vec<Case> = vec![
         ("empty pool", 10, 3, vec![], vec![], 3),
         (
             "one idle, one pending count as warm",
