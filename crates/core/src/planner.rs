@@ -298,7 +298,6 @@ enum Runner {
 pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut p = Planner::new(input);
     p.apply_messages();
-    p.drop_settled_earmarks();
     p.finish()
 }
 
@@ -386,6 +385,8 @@ impl<'a> Planner<'a> {
             return;
         }
         let displaced = if slot.status == Status::Busy { None } else { slot.job.filter(|k| *k != job) };
+        // A job that already started or finished elsewhere in this batch needs no claim (each
+        // such event released that job's earmarks; this keeps it from inheriting one again).
         let displaced = displaced.filter(|k| !self.settled.contains(k));
         slot.status = Status::Busy;
         slot.job = Some(job);
@@ -457,15 +458,6 @@ impl<'a> Planner<'a> {
                         self.consider_rerun(c, x);
                     }
                 }
-            }
-        }
-    }
-
-    /// A job this batch saw start or finish needs no claim, whatever order its events came in.
-    fn drop_settled_earmarks(&mut self) {
-        for s in self.slots.iter_mut() {
-            if s.holds_earmark() && s.job.is_some_and(|j| self.settled.contains(&j)) {
-                s.job = None;
             }
         }
     }

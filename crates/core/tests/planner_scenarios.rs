@@ -720,3 +720,44 @@ fn reconcile_ignores_messages() {
         plan(&PlanInput { messages: &msgs, ..PlanInput::reconcile(&pool, &w.instances, None, None, t0()) });
     assert!(p.is_noop(), "{p:#?}");
 }
+
+#[test]
+fn a_finished_instance_whose_tags_missed_its_job_is_tagged_before_it_goes() {
+    use Lifecycle::*;
+    let pool = pool(1, 0);
+    // Instance 2 was earmarked for job 3, but job 5 ran on it (its start was never seen).
+    let mut w = World::new(vec![inst(2, Pending, 100).job(3)]);
+    let msgs = [completed(5, Some(runner_name(2)), "success", 1), queued(3)];
+    let first = batch(&pool, &w, &msgs);
+    assert_eq!(
+        first.actions[..2],
+        [
+            Action::TagBusy { instance: iid(2), job: JobId(5) },
+            Action::Terminate { ids: ids(&[2]), reason: TerminateReason::JobCompleted },
+        ],
+        "{first:#?}"
+    );
+    // Job 3 lost its runner and gets a launch in the slot the finished instance frees.
+    assert_eq!(launches(&first, LaunchReason::Job).1, jobs(&[3]));
+    w.apply(&first.actions, t0());
+    assert!(batch(&pool, &w, &msgs).is_noop());
+}
+
+#[test]
+fn a_job_that_finished_earlier_in_the_batch_inherits_no_earmark() {
+    use Lifecycle::*;
+    let pool = pool(1, 0);
+    // Job 1 finished on a runner outside the pool; job 8 then starts on the draining instance
+    // 4, which still carries job 1's id. Instance 5's earmark for job 8 must be freed, not
+    // handed to job 1.
+    let w = World::new(vec![inst(4, Draining, 10).job(1), inst(5, Pending, 10).job(8)]);
+    let p = batch(
+        &pool,
+        &w,
+        &[completed(1, Some("gh-hosted-1".into()), "success", 1), started(8, Some(runner_name(4)))],
+    );
+    assert!(
+        p.actions.contains(&Action::Earmark { instance: iid(5), lifecycle: Pending, job: None }),
+        "{p:#?}"
+    );
+}
