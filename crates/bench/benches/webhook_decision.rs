@@ -24,7 +24,8 @@ fn payload() -> Vec<u8> {
 
 fn config() -> Config {
     let dir = hangar_bench::fixtures_dir();
-    let mut c = Config::from_yaml(&std::fs::read_to_string(dir.join("config/examples.yaml")).unwrap()).unwrap();
+    let mut c =
+        Config::from_yaml(&std::fs::read_to_string(dir.join("config/examples.yaml")).unwrap()).unwrap();
     for p in &mut c.pools {
         p.allow_public_repositories = true;
     }
