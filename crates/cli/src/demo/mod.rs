@@ -467,6 +467,7 @@ async fn run_cloud(
         let start = Instant::now();
         tasks.push(tokio::spawn(async move {
             let mut last_sample: Option<u64> = None;
+            let mut first_tag: HashSet<String> = HashSet::new();
             loop {
                 tokio::select! {
                     r = obs.changed() => if r.is_err() { return },
@@ -476,13 +477,18 @@ async fn run_cloud(
                 let mut counts: BTreeMap<String, [u32; 5]> =
                     pool_names.iter().map(|p| (p.clone(), [0; 5])).collect();
                 for i in &o.instances {
+                    // Only the first job an instance is tagged with is the job it was launched
+                    // for; the planner later moves earmarks between idle instances when GitHub
+                    // hands a job to another runner, which is not a second launch.
                     if let Some(j) = &i.job_tag {
-                        job_tags
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .entry(j.clone())
-                            .or_default()
-                            .insert(i.id.clone());
+                        if first_tag.insert(i.id.clone()) {
+                            job_tags
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .entry(j.clone())
+                                .or_default()
+                                .insert(i.id.clone());
+                        }
                     }
                     let Some(c) = i.pool.as_ref().and_then(|p| counts.get_mut(p)) else { continue };
                     if !i.counts_toward_cap() {

@@ -70,6 +70,10 @@ pub fn run(trace_yaml: &str, pools_yaml: &str, args: &[&str]) -> Run {
         .unwrap_or_else(|e| panic!("no report ({e}); hangar demo said:\n{output}"));
     let report: Value = serde_json::from_str(&text).expect("report.json is JSON");
     eprintln!("{output}");
+    if let Ok(keep) = std::env::var("HANGAR_E2E_KEEP") {
+        // For debugging a failed run: keep logs, report and picture.
+        let _ = Command::new("cp").arg("-r").arg(dir.path()).arg(&keep).status();
+    }
     Run { report, status: out.status.code().unwrap_or(-1), dir, output }
 }
 
