@@ -101,6 +101,7 @@ fn queued(job: u64) -> QueueMessage {
         labels: vec!["self-hosted".into(), "linux".into(), "x64".into()],
         created_at: Some(now()),
         delivery_id: None,
+        requeues: 0,
     })
 }
 

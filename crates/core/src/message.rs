@@ -35,6 +35,10 @@ pub struct JobRef {
     pub created_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub delivery_id: Option<DeliveryId>,
+    /// How many times the scaler has put this request back on the queue because the pool was
+    /// at `max_runners` (see the scaler). Part of the deduplication id, so each copy is new.
+    #[serde(default)]
+    pub requeues: u32,
 }
 
 fn one() -> u32 {
@@ -108,7 +112,12 @@ impl QueueMessage {
     /// second `queued` for the same job, maps to the same id and SQS drops it (5-minute window);
     /// the scaler's tag check covers redeliveries after that window.
     pub fn dedup_id(&self) -> String {
-        format!("{}-{}-{}", self.job_id(), self.run_attempt(), self.action())
+        match self {
+            QueueMessage::ScaleUp(j) if j.requeues > 0 => {
+                format!("{}-{}-{}-r{}", j.job_id, j.run_attempt, self.action(), j.requeues)
+            }
+            _ => format!("{}-{}-{}", self.job_id(), self.run_attempt(), self.action()),
+        }
     }
 
     /// SQS FIFO message group: one per pool, so one pool's messages are handled in order by one

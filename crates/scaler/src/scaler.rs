@@ -8,7 +8,7 @@ use aws_lambda_events::event::sqs::SqsBatchResponse;
 use futures::stream::{self, StreamExt};
 use hangar_core::config::{Config, PoolConfig, RunnerScope};
 use hangar_core::ids::{InstallationId, InstanceId, JobId, PoolName, RepoFullName, RunnerName};
-use hangar_core::message::{MessageError, QueueMessage, MAX_MESSAGE_BYTES};
+use hangar_core::message::{JobRef, MessageError, QueueMessage, MAX_MESSAGE_BYTES};
 use hangar_core::metrics::{names, MetricRecord};
 use hangar_core::planner::{self, Action, Mode, Plan, PlanInput};
 use hangar_core::ports::{
@@ -57,11 +57,18 @@ impl TopUp {
 pub struct ScalerOptions {
     /// JIT configs generated (and written) at once after a launch.
     pub jit_concurrency: usize,
+    /// How long an invocation waits before putting a job that found its pool at `max_runners`
+    /// back on the queue: the pace at which a full pool is looked at again.
+    pub requeue_pace: std::time::Duration,
+    /// After this many requeues a job's message fails instead, and SQS's redrive policy takes
+    /// it to the dead-letter queue (whose depth alarms).
+    pub max_requeues: u32,
 }
 
 impl Default for ScalerOptions {
     fn default() -> Self {
-        Self { jit_concurrency: 4 }
+        // 2 s x 450 = 15 minutes of waiting for capacity before the job is given up on.
+        Self { jit_concurrency: 4, requeue_pace: std::time::Duration::from_secs(2), max_requeues: 450 }
     }
 }
 
@@ -270,17 +277,55 @@ impl Scaler {
         let exec = self.execute(pool, &instances, &messages, &plan, Mode::HandleBatch, &ctx).await;
         self.p.metrics.emit(&plan.metrics, now);
         if !plan.unserved.is_empty() {
-            tracing::info!(pool = %pool.name, unserved = plan.unserved.len(), "pool at max_runners; jobs wait for redelivery");
+            tracing::info!(pool = %pool.name, unserved = plan.unserved.len(), "pool at max_runners; jobs wait for capacity");
         }
 
         let unserved: HashSet<JobId> = plan.unserved.iter().copied().collect();
+        // A job that found the pool full is put back at the end of the pool's FIFO group as a
+        // new message, and this one succeeds. Failing it instead would hold the whole group
+        // (FIFO) for a visibility timeout per try, and send a burst's tail to the dead-letter
+        // queue after a few tries: jobs would wait minutes, then be lost.
+        let waiting: Vec<&JobRef> = items
+            .iter()
+            .filter_map(|i| match &i.inbound {
+                Inbound::Queue(QueueMessage::ScaleUp(j))
+                    if unserved.contains(&j.job_id) && !exec.failed_jobs.contains(&j.job_id) =>
+                {
+                    Some(j)
+                }
+                _ => None,
+            })
+            .collect();
+        let mut requeued: HashSet<JobId> = HashSet::new();
+        if !waiting.is_empty() {
+            tokio::time::sleep(self.p.options.requeue_pace).await;
+            for j in waiting.into_iter().filter(|j| j.requeues < self.p.options.max_requeues) {
+                let copy = QueueMessage::ScaleUp(JobRef { requeues: j.requeues + 1, ..j.clone() });
+                let out = OutboundMessage {
+                    body: copy.to_json(),
+                    group_id: copy.group_id(),
+                    dedup_id: copy.dedup_id(),
+                };
+                match self.p.queue.send(&out).await {
+                    Ok(()) => {
+                        requeued.insert(j.job_id);
+                    }
+                    Err(e) => {
+                        tracing::warn!(pool = %pool.name, job_id = %j.job_id, error = %e, "requeue failed; the message is retried")
+                    }
+                }
+            }
+            tracing::info!(pool = %pool.name, requeued = requeued.len(), "jobs wait for capacity at the back of the queue");
+        }
         let failed: Vec<String> = items
             .iter()
             .filter(|i| match &i.inbound {
                 Inbound::Queue(m) => {
                     let j = m.job_id();
                     exec.failed_jobs.contains(&j)
-                        || (unserved.contains(&j) && matches!(m, QueueMessage::ScaleUp(_)))
+                        || (unserved.contains(&j)
+                            && matches!(m, QueueMessage::ScaleUp(_))
+                            && !requeued.contains(&j))
                 }
                 Inbound::TopUp(_) => exec.warm_failed,
             })

@@ -91,7 +91,8 @@ async fn sqs_refusing_the_send_is_a_503_not_a_silent_2xx() {
 async fn api_gateway_edge_cases() {
     let (app, client, url) = app_with_queue("webhook-edges").await;
     let body = queued_body();
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>, u16)> = vec![
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(&str, Edit, u16)> = vec![
         ("GET", Box::new(|ev| ev["requestContext"]["http"]["method"] = json!("GET")), 405),
         (
             "repeated event header joined by API Gateway",

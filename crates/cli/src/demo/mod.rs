@@ -467,7 +467,7 @@ async fn run_cloud(
         let start = Instant::now();
         tasks.push(tokio::spawn(async move {
             let mut last_sample: Option<u64> = None;
-            let mut first_tag: HashSet<String> = HashSet::new();
+            let mut first_tag: HashMap<String, String> = HashMap::new();
             loop {
                 tokio::select! {
                     r = obs.changed() => if r.is_err() { return },
@@ -477,11 +477,15 @@ async fn run_cloud(
                 let mut counts: BTreeMap<String, [u32; 5]> =
                     pool_names.iter().map(|p| (p.clone(), [0; 5])).collect();
                 for i in &o.instances {
-                    // Only the first job an instance is tagged with is the job it was launched
-                    // for; the planner later moves earmarks between idle instances when GitHub
-                    // hands a job to another runner, which is not a second launch.
-                    if let Some(j) = &i.job_tag {
-                        if first_tag.insert(i.id.clone()) {
+                    // A job is launched for twice when two instances launched for it (the
+                    // first job-id tag of a `job` launch; earmarks move later) both came up as
+                    // runners. An instance terminated before boot, after a failed JIT call, is
+                    // the retry the design wants, not a duplicate.
+                    if let (Some(j), Some("job")) = (&i.job_tag, i.launch_reason.as_deref()) {
+                        first_tag.entry(i.id.clone()).or_insert_with(|| j.clone());
+                    }
+                    if matches!(o.phases.get(&i.id), Some(Phase::Idle | Phase::Busy)) {
+                        if let Some(j) = first_tag.get(&i.id) {
                             job_tags
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())

@@ -96,6 +96,7 @@ pub fn queued(job: u64) -> QueueMessage {
         labels: vec!["self-hosted".into(), "linux".into()],
         created_at: Some(t0()),
         delivery_id: None,
+        requeues: 0,
     })
 }
 

@@ -380,7 +380,10 @@ async fn build(
         lookup: Arc::new(Ec2InstanceLookup::new(ec2_client)),
         clock: src.clock.clone(),
         metrics,
-        options: ScalerOptions::default(),
+        options: ScalerOptions {
+            requeue_pace: std::time::Duration::from_millis(50),
+            ..ScalerOptions::default()
+        },
     })
 }
 
@@ -467,6 +470,7 @@ pub fn scale_up(pool: &PoolName, job: u64) -> String {
         labels: vec!["self-hosted".into(), "linux".into()],
         created_at: None,
         delivery_id: None,
+        requeues: 0,
     })
     .to_json()
 }

@@ -3,6 +3,7 @@
 
 use crate::common::{runner_name, scale_up, started, Env, Options};
 use hangar_core::ids::PoolName;
+use hangar_core::message::QueueMessage;
 use hangar_sim::fault_proxy::Fault;
 use hangar_sim::github::Fault as GhFault;
 use std::collections::BTreeSet;
@@ -185,11 +186,26 @@ async fn a_malformed_or_oversized_message_fails_alone() {
 }
 
 #[tokio::test]
-async fn a_full_pool_reports_the_jobs_it_cannot_serve() {
+async fn a_full_pool_puts_the_jobs_it_cannot_serve_back_on_the_queue() {
     let env = Env::start(Options { max_runners: 2, ..Options::default() }).await;
     let p = env.pool_name();
     let failed = env.batch(&refs(&jobs(&p, &[1, 2, 3]))).await;
-    assert_eq!(failed, ["msg-3"]);
+    // Job 3 waits at the back of the pool's group instead of failing (and blocking the group).
+    assert!(failed.is_empty(), "{failed:?}");
     assert_eq!(env.live().await.len(), 2);
     assert!(env.metrics.total("PoolExhausted", None) >= 3.0);
+    let queued = env.drain_queue().await;
+    let copies: Vec<QueueMessage> =
+        queued.iter().filter_map(|(_, body, _)| QueueMessage::parse(body).ok()).collect();
+    assert_eq!(copies.len(), 1, "{queued:?}");
+    let QueueMessage::ScaleUp(j) = &copies[0] else { panic!("{copies:?}") };
+    assert_eq!((j.job_id.0, j.requeues), (3, 1));
+    assert_eq!(copies[0].dedup_id(), "3-1-queued-r1", "a new copy, not deduplicated away");
+    // Handled again while still full: requeued once more, still nothing launched.
+    let again = env.batch(&[("msg-3b", copies[0].to_json(), 1)]).await;
+    assert!(again.is_empty());
+    assert_eq!(env.live().await.len(), 2);
+    let next: Vec<QueueMessage> =
+        env.drain_queue().await.iter().filter_map(|(_, b, _)| QueueMessage::parse(b).ok()).collect();
+    assert!(matches!(&next[..], [QueueMessage::ScaleUp(j)] if j.requeues == 2), "{next:?}");
 }
