@@ -34,6 +34,10 @@ async fn main() -> Result<(), Error> {
         Some(prefix) => SsmJitStore::with_prefix(ssm::Client::new(&sdk), prefix)?,
         None => SsmJitStore::new(ssm::Client::new(&sdk)),
     };
+    let jit = match &settings.instance_arn_prefix {
+        Some(prefix) => jit.with_instance_arn_prefix(prefix.clone()),
+        None => jit,
+    };
     let github = GithubClient::new(GithubConfig::new(
         settings.github_api_url.clone(),
         settings.config.github.app_id,

@@ -18,6 +18,11 @@ pub mod env {
     pub const NAMESPACE: &str = "HANGAR_METRICS_NAMESPACE";
     /// The scale queue (FIFO), where reconcile sends warm-pool top-ups.
     pub const QUEUE_URL: &str = "HANGAR_QUEUE_URL";
+    /// The launch template of pools whose configuration names none (the stack's own).
+    pub const LAUNCH_TEMPLATE_ID: &str = "HANGAR_LAUNCH_TEMPLATE_ID";
+    /// `arn:PARTITION:ec2:REGION:ACCOUNT:instance/`: JIT parameters are tagged with the
+    /// instance's ARN, which the runner role's IAM condition matches.
+    pub const INSTANCE_ARN_PREFIX: &str = "HANGAR_INSTANCE_ARN_PREFIX";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +47,7 @@ pub struct Settings {
     pub jit_prefix: Option<String>,
     pub namespace: String,
     pub queue_url: String,
+    pub instance_arn_prefix: Option<String>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -83,7 +89,12 @@ impl Settings {
             "HANGAR_CONFIG_PARAMETER or HANGAR_CONFIG_FILE",
         )
         .await?;
-        let config = Config::from_yaml(text.expose())?;
+        let mut config = Config::from_yaml(text.expose())?;
+        if let Some(lt) = get(env::LAUNCH_TEMPLATE_ID) {
+            for p in config.pools.iter_mut().filter(|p| p.launch_template.is_none()) {
+                p.launch_template = Some(lt.clone());
+            }
+        }
         if config.github.app_id == 0 {
             return Err(SettingsError::Invalid {
                 var: "github.app_id",
@@ -112,6 +123,7 @@ impl Settings {
             jit_prefix: get(env::JIT_PARAMETER_PREFIX),
             namespace: get(env::NAMESPACE).unwrap_or_else(|| "Hangar".into()),
             queue_url,
+            instance_arn_prefix: get(env::INSTANCE_ARN_PREFIX),
         })
     }
 }
