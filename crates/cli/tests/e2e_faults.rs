@@ -28,6 +28,7 @@ fn spot_capacity_errors_on_two_instance_types() {
         .filter_map(|v| v.as_u64())
         .sum();
     assert!(injected > 0, "the capacity errors were seen: {:#}", r.report);
+    assert!(r.u("launches") <= r.u("jobs_total") + 2, "no job launched twice: {:#}", r.report);
 }
 
 #[test]
@@ -38,6 +39,8 @@ fn request_limit_exceeded_storms() {
         "spot",
     );
     r.assert_clean();
+    // At most one extra launch per failed JIT write (its instance is terminated, the job relaunched).
+    assert!(r.u("launches") <= r.u("jobs_total") + 8, "{:#}", r.report);
 }
 
 #[test]
@@ -49,6 +52,8 @@ fn github_5xx_and_rate_limit_exhaustion() {
     );
     r.assert_clean();
     assert!(r.detail("faults_github_rate_limit") == 1 && r.detail("faults_github") == 2, "{:#}", r.report);
+    // At most one extra launch per failed JIT call (6 injected 502s).
+    assert!(r.u("launches") <= r.u("jobs_total") + 6, "{:#}", r.report);
 }
 
 #[test]
@@ -60,6 +65,7 @@ fn a_scaler_killed_mid_batch_is_redelivered() {
     );
     r.assert_clean();
     assert!(r.detail("scaler_kills_mid_invocation") >= 1, "a kill landed mid-invocation: {:#}", r.report);
+    assert!(r.u("launches") <= r.u("jobs_total") + 2, "a redelivery launched again: {:#}", r.report);
 }
 
 #[test]

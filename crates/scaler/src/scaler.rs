@@ -605,8 +605,22 @@ impl Scaler {
     /// the redelivered message launches for the job again. Should either call fail, the
     /// `draining` tag (or the boot timeout) has reconcile terminate it.
     async fn abandon(&self, id: &InstanceId) {
-        if let Err(e) = self.p.fleet.set_lifecycle(id, Lifecycle::Draining, None).await {
-            tracing::warn!(instance = %id, code = e.code.as_deref().unwrap_or(""), "could not untag the abandoned instance");
+        // The job tag must go, or the planner counts this dead instance as the job's launch and
+        // the job never gets another. Throttling storms are exactly when JIT fails, so try a few
+        // times with backoff before giving up on it.
+        let mut delay = std::time::Duration::from_millis(200);
+        for attempt in 1..=4 {
+            match self.p.fleet.set_lifecycle(id, Lifecycle::Draining, None).await {
+                Ok(()) => break,
+                Err(e) if e.retryable && attempt < 4 => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => {
+                    tracing::warn!(instance = %id, code = e.code.as_deref().unwrap_or(""), "could not untag the abandoned instance");
+                    break;
+                }
+            }
         }
         if let Err(e) = self.p.fleet.terminate(std::slice::from_ref(id)).await {
             tracing::warn!(instance = %id, code = e.code.as_deref().unwrap_or(""), "could not terminate the abandoned instance; reconcile will");

@@ -13,6 +13,11 @@ use base64::Engine;
 use hangar_core::config::Config;
 use std::collections::BTreeMap;
 
+/// The stack's queue gives a message 5 receives of 360 s visibility: 30 minutes to succeed. The
+/// demo's visibility is 5 s, so it allows 60 receives (5 minutes), keeping a retried message alive
+/// through a GitHub outage or a throttling storm the way the deployed queue does.
+const MAX_RECEIVE_COUNT: u32 = 60;
+
 pub const CONFIG_PARAMETER: &str = "/hangar/hangar-demo/config";
 pub const SECRET_PARAMETER: &str = "/hangar/webhook-secret";
 pub const APP_KEY_PARAMETER: &str = "/hangar/github-app-private-key";
@@ -178,7 +183,8 @@ pub async fn create(
         .and_then(|a| a.get(&QueueAttributeName::QueueArn))
         .context("DLQ has no ARN")?
         .clone();
-    let redrive = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": 5 }).to_string();
+    let redrive = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT })
+        .to_string();
     let q = sqs
         .create_queue()
         .queue_name("hangar-demo-scale.fifo")

