@@ -8,6 +8,7 @@
 pub mod ec2;
 pub mod error;
 pub mod sdk;
+pub mod settings;
 pub mod sqs;
 pub mod ssm;
 

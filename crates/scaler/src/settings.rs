@@ -1,9 +1,9 @@
 //! Configuration and secrets, loaded once per cold start from the environment, SSM Parameter
 //! Store or local files. The App key is held as a [`Secret`] and never logged.
 
+use hangar_aws::settings::read_value;
 use hangar_aws::ssm::SsmConfigSource;
-use hangar_core::config::{Config, ConfigError};
-use hangar_core::ports::PortError;
+use hangar_core::config::Config;
 use hangar_core::secret::Secret;
 
 /// Names of the environment variables the scaler reads.
@@ -25,19 +25,7 @@ pub mod env {
     pub const INSTANCE_ARN_PREFIX: &str = "HANGAR_INSTANCE_ARN_PREFIX";
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    #[error("set one of {0}")]
-    Missing(&'static str),
-    #[error("{var} is not valid: {reason}")]
-    Invalid { var: &'static str, reason: String },
-    #[error("reading {path}: {source}")]
-    File { path: String, source: std::io::Error },
-    #[error("pool configuration: {0}")]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Aws(#[from] PortError),
-}
+pub use hangar_aws::settings::SettingsError;
 
 pub struct Settings {
     pub config: Config,
@@ -62,30 +50,15 @@ impl std::fmt::Debug for Settings {
     }
 }
 
-fn get(k: &str) -> Option<String> {
-    std::env::var(k).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// A value from an SSM parameter (preferred) or a file. IAM: `ssm:GetParameter`, `kms:Decrypt`.
-async fn read(
-    ssm: &SsmConfigSource,
-    parameter: &'static str,
-    file: &'static str,
-    missing: &'static str,
-) -> Result<Secret, SettingsError> {
-    if let Some(name) = get(parameter) {
-        return Ok(ssm.get(&name).await?);
-    }
-    let path = get(file).ok_or(SettingsError::Missing(missing))?;
-    std::fs::read_to_string(&path).map(Secret::new).map_err(|source| SettingsError::File { path, source })
-}
+use hangar_aws::settings::env_var as get;
 
 impl Settings {
     pub async fn load(ssm: &SsmConfigSource) -> Result<Self, SettingsError> {
-        let text = read(
+        let text = read_value(
             ssm,
             env::CONFIG_PARAMETER,
             env::CONFIG_FILE,
+            None,
             "HANGAR_CONFIG_PARAMETER or HANGAR_CONFIG_FILE",
         )
         .await?;
@@ -101,10 +74,11 @@ impl Settings {
                 reason: "the scaler needs the GitHub App id".into(),
             });
         }
-        let app_key = read(
+        let app_key = read_value(
             ssm,
             env::APP_KEY_PARAMETER,
             env::APP_KEY_FILE,
+            None,
             "HANGAR_GITHUB_APP_KEY_PARAMETER or HANGAR_GITHUB_APP_KEY_FILE",
         )
         .await?;

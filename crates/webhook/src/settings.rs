@@ -1,9 +1,9 @@
 //! Configuration and secrets, loaded once per cold start. In AWS they come from SSM Parameter
 //! Store; locally from a file or the environment. Secrets are held as [`Secret`] and never logged.
 
+use hangar_aws::settings::read_value;
 use hangar_aws::ssm::SsmConfigSource;
-use hangar_core::config::{Config, ConfigError};
-use hangar_core::ports::PortError;
+use hangar_core::config::Config;
 use hangar_core::secret::Secret;
 
 /// Names of the environment variables the webhook reads.
@@ -19,19 +19,7 @@ pub mod env {
     pub const MAX_BODY_BYTES: &str = "HANGAR_MAX_BODY_BYTES";
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    #[error("set one of {0}")]
-    Missing(&'static str),
-    #[error("{var} is not valid: {reason}")]
-    Invalid { var: &'static str, reason: String },
-    #[error("reading {path}: {source}")]
-    File { path: String, source: std::io::Error },
-    #[error("pool configuration: {0}")]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Aws(#[from] PortError),
-}
+pub use hangar_aws::settings::SettingsError;
 
 pub struct Settings {
     pub config: Config,
@@ -41,44 +29,25 @@ pub struct Settings {
     pub max_body_bytes: Option<usize>,
 }
 
-/// Where a value comes from, in order of preference.
-pub enum Source {
-    Parameter(String),
-    File(String),
-    Inline(Secret),
-}
-
-/// Picks the source for a value from the environment.
-pub fn source(parameter: &str, file: &str, inline: Option<&str>) -> Option<Source> {
-    let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    get(parameter)
-        .map(Source::Parameter)
-        .or_else(|| get(file).map(Source::File))
-        .or_else(|| inline.and_then(get).map(|v| Source::Inline(Secret::new(v))))
-}
-
-/// Reads a value from its source. IAM: `ssm:GetParameter` (+ `kms:Decrypt`) for parameters.
-pub async fn read(ssm: &SsmConfigSource, src: Source) -> Result<Secret, SettingsError> {
-    match src {
-        Source::Parameter(name) => Ok(ssm.get(&name).await?),
-        Source::File(path) => std::fs::read_to_string(&path)
-            .map(Secret::new)
-            .map_err(|source| SettingsError::File { path, source }),
-        Source::Inline(s) => Ok(s),
-    }
-}
-
 impl Settings {
     pub async fn load(ssm: &SsmConfigSource) -> Result<Self, SettingsError> {
-        let cfg_src = source(env::CONFIG_PARAMETER, env::CONFIG_FILE, None)
-            .ok_or(SettingsError::Missing("HANGAR_CONFIG_PARAMETER or HANGAR_CONFIG_FILE"))?;
-        let config = Config::from_yaml(read(ssm, cfg_src).await?.expose())?;
-        let secret_src = source(env::SECRET_PARAMETER, env::SECRET_FILE, Some(env::SECRET)).ok_or(
-            SettingsError::Missing(
-                "HANGAR_WEBHOOK_SECRET_PARAMETER, HANGAR_WEBHOOK_SECRET_FILE or HANGAR_WEBHOOK_SECRET",
-            ),
-        )?;
-        let secrets = read(ssm, secret_src).await?;
+        let text = read_value(
+            ssm,
+            env::CONFIG_PARAMETER,
+            env::CONFIG_FILE,
+            None,
+            "HANGAR_CONFIG_PARAMETER or HANGAR_CONFIG_FILE",
+        )
+        .await?;
+        let config = Config::from_yaml(text.expose())?;
+        let secrets = read_value(
+            ssm,
+            env::SECRET_PARAMETER,
+            env::SECRET_FILE,
+            Some(env::SECRET),
+            "HANGAR_WEBHOOK_SECRET_PARAMETER, HANGAR_WEBHOOK_SECRET_FILE or HANGAR_WEBHOOK_SECRET",
+        )
+        .await?;
         if secrets.expose().trim().is_empty() {
             return Err(SettingsError::Invalid { var: "webhook secret", reason: "is empty".into() });
         }
