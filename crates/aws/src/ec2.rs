@@ -173,6 +173,7 @@ pub fn observe(pool: &PoolName, inst: &Instance) -> Option<ObservedInstance> {
         capacity_type,
         instance_type: inst.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
         interrupted: tag_value(tags::INTERRUPTED) == Some("true"),
+        replaces: tag_value(tags::REPLACES).filter(|v| v.starts_with("i-")).map(InstanceId::from),
     })
 }
 
@@ -331,6 +332,10 @@ impl Ec2Fleet {
         ];
         if let Some(job) = Self::job_at_launch(req) {
             tags.push(tag(tags::JOB_ID, &job.to_string()));
+            // Only a one-instance launch can say which dead instance it replaces.
+            if let Some(dead) = &req.replaces {
+                tags.push(tag(tags::REPLACES, dead.as_str()));
+            }
         }
         [ResourceType::Instance, ResourceType::Volume]
             .into_iter()

@@ -18,7 +18,14 @@ use hangar_testsupport::moto;
 use std::collections::HashSet;
 
 fn request(pool: hangar_core::config::PoolConfig, count: u32, key: &str) -> LaunchRequest {
-    LaunchRequest { pool, count, reason: LaunchReason::Job, idempotency_key: key.into(), jobs: Vec::new() }
+    LaunchRequest {
+        pool,
+        count,
+        reason: LaunchReason::Job,
+        idempotency_key: key.into(),
+        jobs: Vec::new(),
+        replaces: None,
+    }
 }
 
 /// Instances that still count toward the cap (describe_pool also lists terminated ones).

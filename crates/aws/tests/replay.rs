@@ -137,6 +137,7 @@ async fn per_override_spot_errors_fall_back_to_on_demand_and_are_counted() {
         reason: LaunchReason::Job,
         idempotency_key: "m-1".into(),
         jobs: Vec::new(),
+        replaces: None,
     };
     let out = fleet(&replay, 3).launch(&req).await.unwrap();
 
@@ -209,6 +210,7 @@ async fn request_limit_exceeded_is_retried_then_reported_retryable() {
         reason: LaunchReason::WarmPool,
         idempotency_key: "m-2".into(),
         jobs: Vec::new(),
+        replaces: None,
     };
     let err = fleet(&replay, 2).launch(&req).await.unwrap_err();
     assert_eq!(err.code.as_deref(), Some("RequestLimitExceeded"));
@@ -238,6 +240,7 @@ async fn no_op_requests_make_no_calls() {
             reason: LaunchReason::Job,
             idempotency_key: "m".into(),
             jobs: Vec::new(),
+            replaces: None,
         })
         .await
         .unwrap();
@@ -257,6 +260,7 @@ async fn no_op_requests_make_no_calls() {
             reason: LaunchReason::Job,
             idempotency_key: "m".into(),
             jobs: Vec::new(),
+            replaces: None,
         })
         .await
         .unwrap_err();

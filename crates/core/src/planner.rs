@@ -11,9 +11,23 @@
 //!   batch does not count the same idle runner twice;
 //! - GitHub gives a job to *any* matching runner, so when job J starts on an instance earmarked
 //!   for K, K's earmark moves to the instance that was earmarked for J (the counts stay exact).
+//!   This holds even when the instance has died since: its runner ran J, so K's claim moves on.
+//!
+//! # Dead earmarks
+//! An instance can die still holding a job's earmark: its boot agent found no JIT config (the
+//! scaler died between CreateFleet and the parameter write, or the write failed and the untag
+//! did too), it never booted and reconcile reaped it, a spot reclaim took it, or reconcile
+//! terminated an idle runner a batch had just earmarked. A redelivered `ScaleUp` cannot help
+//! (the dead label counts as the job's launch, which is what makes redelivery safe), and GitHub
+//! keeps the job queued with one runner too few. So the scaler reports each such instance as a
+//! [`DeadClaim`] (its state-change handler when the instance goes, reconcile as the backstop),
+//! and the pool's next batch replaces it: one instance, tagged `hangar:replaces`, unless the
+//! job started or finished meanwhile, its claim moved to a live instance, or the dead instance
+//! was replaced already. Each dead instance is replaced at most once.
 //!
 //! # Executing a plan
-//! Actions come ordered: tags of finished instances whose tags missed their job, terminations,
+//! Actions come ordered: tags of finished instances whose tags missed their job and untags of stale
+//! earmarks on instances about to go, terminations,
 //! parameter deletions, deregistrations, tags, re-runs, launches. Launch headroom counts the
 //! instances this plan terminates as gone, so execute terminations first and, if one fails, skip
 //! the launches (the next invocation re-plans).
@@ -33,6 +47,7 @@ use crate::metrics::{names, MetricRecord};
 use crate::ports::{LaunchReason, RegisteredRunner, StoredJit};
 use crate::state::{Ec2State, Lifecycle, ObservedInstance};
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -52,6 +67,17 @@ pub mod metric_names {
     pub const JIT_PARAMETERS_DELETED: &str = "JitParametersDeleted";
     /// Jobs re-run because a spot interruption killed their runner.
     pub const SPOT_RERUNS: &str = "SpotReruns";
+    /// Instances launched to replace one that died holding a queued job's earmark.
+    pub const EARMARKS_REPLACED: &str = "EarmarksReplaced";
+    /// Reconcile found instances that died holding a queued job's earmark, not yet replaced.
+    pub const DEAD_EARMARKS: &str = "DeadEarmarks";
+}
+
+/// A queued job whose earmarked instance died before running it (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DeadClaim {
+    pub job: JobId,
+    pub instance: InstanceId,
 }
 
 /// Which invocation is planning. `HandleBatch` handles the batch's messages, launches for
@@ -82,6 +108,8 @@ pub struct PlanInput<'a> {
     pub runners: Option<&'a [RegisteredRunner]>,
     /// Stored JIT parameters. Reconcile only.
     pub jit_parameters: Option<&'a [StoredJit]>,
+    /// Instances reported dead holding an earmark, to replace. Batch only.
+    pub dead_claims: &'a [DeadClaim],
 }
 
 impl<'a> PlanInput<'a> {
@@ -91,7 +119,20 @@ impl<'a> PlanInput<'a> {
         messages: &'a [QueueMessage],
         now: DateTime<Utc>,
     ) -> Self {
-        Self { mode: Mode::HandleBatch, now, pool, instances, messages, runners: None, jit_parameters: None }
+        Self {
+            mode: Mode::HandleBatch,
+            now,
+            pool,
+            instances,
+            messages,
+            runners: None,
+            jit_parameters: None,
+            dead_claims: &[],
+        }
+    }
+
+    pub fn with_dead_claims(self, dead_claims: &'a [DeadClaim]) -> Self {
+        Self { dead_claims, ..self }
     }
 
     pub fn reconcile(
@@ -101,7 +142,16 @@ impl<'a> PlanInput<'a> {
         jit_parameters: Option<&'a [StoredJit]>,
         now: DateTime<Utc>,
     ) -> Self {
-        Self { mode: Mode::Reconcile, now, pool, instances, messages: &[], runners, jit_parameters }
+        Self {
+            mode: Mode::Reconcile,
+            now,
+            pool,
+            instances,
+            messages: &[],
+            runners,
+            jit_parameters,
+            dead_claims: &[],
+        }
     }
 }
 
@@ -158,6 +208,9 @@ pub enum Action {
     /// instance carries one of these job ids. `idempotency_key` is stable for the same request
     /// (CreateFleet `ClientToken`, at most 64 characters).
     Launch { count: u32, reason: LaunchReason, jobs: Vec<JobId>, idempotency_key: String },
+    /// Launch one instance for `job`, tagged `hangar:replaces = dead`: `dead` died holding the
+    /// job's earmark. Counted in the launch headroom like a `Launch`.
+    Replace { job: JobId, dead: InstanceId, idempotency_key: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,8 +220,12 @@ pub struct Plan {
     /// `max_runners`. Nothing remembers them: the scaler should report their messages as failed
     /// so that SQS redelivers them once capacity frees up. A job listed here with no message in
     /// the batch lost its earmarked runner to another job while the pool was full; only the
-    /// warm pool or a later launch will serve it (no tag can hold it).
+    /// warm pool or a later launch will serve it (no tag can hold it). Jobs of dead claims that
+    /// found the pool full are listed here too.
     pub unserved: Vec<JobId>,
+    /// Reconcile only: instances that died holding an earmark and are not replaced yet. The
+    /// scaler queues one message each in the pool's group; the batch that takes it replaces them.
+    pub dead_claims: Vec<DeadClaim>,
     pub warm_target: u32,
     pub metrics: Vec<MetricRecord>,
 }
@@ -176,7 +233,14 @@ pub struct Plan {
 impl Plan {
     /// Instances this plan launches, over all `Launch` actions.
     pub fn launch_count(&self) -> u32 {
-        self.actions.iter().map(|a| if let Action::Launch { count, .. } = a { *count } else { 0 }).sum()
+        self.actions
+            .iter()
+            .map(|a| match a {
+                Action::Launch { count, .. } => *count,
+                Action::Replace { .. } => 1,
+                _ => 0,
+            })
+            .sum()
     }
 
     /// Every instance this plan terminates.
@@ -250,11 +314,19 @@ impl Slot<'_> {
     /// The job id the tags will show once the plan is applied. Instances being terminated get no
     /// tag writes (except a finished one whose tags missed its job, see `finish`), so theirs stay.
     fn label_after(&self) -> Option<JobId> {
-        if self.terminate.is_some() && !self.retag_before_terminate() {
+        if self.terminate.is_some() && !self.retag_before_terminate() && !self.untag_before_terminate() {
             self.inst.job_id
         } else {
             self.job
         }
+    }
+    /// Terminated with an earmark this plan dropped as stale: the tag must go first, or the
+    /// dead instance would read as one that died holding the job's claim, and be replaced.
+    fn untag_before_terminate(&self) -> bool {
+        !self.completed
+            && self.job.is_none()
+            && self.inst.job_id.is_some()
+            && matches!(self.inst.lifecycle, Lifecycle::Pending | Lifecycle::Idle)
     }
     fn retag_before_terminate(&self) -> bool {
         self.completed && self.job.is_some_and(|job| self.inst.job_id.is_some_and(|j| j != job))
@@ -285,6 +357,12 @@ struct Planner<'a> {
     rehome: Vec<JobId>,
     reruns: Vec<Action>,
     rerun_seen: Set<(JobId, u32)>,
+}
+
+/// Jobs with a claim that still counts, and dead instances already replaced.
+struct Claims<'s> {
+    jobs: Set<JobId>,
+    replaced: Set<&'s str>,
 }
 
 enum Runner {
@@ -394,6 +472,71 @@ impl<'a> Planner<'a> {
         self.release_earmarks(job, displaced);
     }
 
+    /// Job `job` ran on slot `x`, which has died since. If it died still tagged with another
+    /// job K's earmark (its start was never tagged), K's claim moves on as in [`Self::assign`],
+    /// and the dead instance's label now reads as the job it ran, so K is not replaced for it.
+    fn ran_on_dead(&mut self, job: JobId, x: usize) {
+        let slot = &mut self.slots[x];
+        let mut displaced = None;
+        if let Some(k) = slot.inst.died_holding_earmark() {
+            displaced = slot.job.filter(|j| *j != job && *j == k && !self.settled.contains(j));
+            slot.job = Some(job);
+        }
+        self.release_earmarks(job, displaced);
+    }
+
+    /// Which jobs hold a claim that still counts: on a live instance (earmarked or busy), or on
+    /// one tagged busy (it ran the job, dead or not). And which dead instances were replaced.
+    fn claims(&self) -> Claims<'a> {
+        let mut jobs = Set::with_capacity_and_hasher(self.slots.len(), Default::default());
+        let mut replaced = Set::default();
+        for s in &self.slots {
+            if let Some(j) = s.job.filter(|_| s.alive() || s.inst.lifecycle == Lifecycle::Busy) {
+                jobs.insert(j);
+            }
+            if let Some(d) = &s.inst.replaces {
+                replaced.insert(d.as_str());
+            }
+        }
+        Claims { jobs, replaced }
+    }
+
+    /// The batch's dead claims that still need an instance (see the module docs).
+    fn live_dead_claims(&self, claims: &Claims<'_>) -> Vec<DeadClaim> {
+        let mut seen = Set::default();
+        let mut out = Vec::new();
+        for c in self.input.dead_claims {
+            if self.settled.contains(&c.job) || claims.jobs.contains(&c.job) {
+                continue;
+            }
+            if claims.replaced.contains(c.instance.as_str()) {
+                continue;
+            }
+            // Listed alive (a false report), or its label moved on since: nothing died with it.
+            if let Some(&i) = self.by_id.get(c.instance.as_str()) {
+                if self.slots[i].alive() || self.slots[i].job != Some(c.job) {
+                    continue;
+                }
+            }
+            if seen.insert(c.job) {
+                out.push(c.clone());
+            }
+        }
+        out
+    }
+
+    /// Reconcile's look at the dead: instances that died holding a claim nobody else holds.
+    fn found_dead_claims(&self, claims: &Claims<'_>) -> Vec<DeadClaim> {
+        self.slots
+            .iter()
+            .filter(|s| !s.alive() && !claims.replaced.contains(s.inst.id.as_str()))
+            .filter_map(|s| {
+                let job = s.inst.died_holding_earmark().filter(|j| s.job == Some(*j))?;
+                (!claims.jobs.contains(&job)).then(|| DeadClaim { job, instance: s.inst.id.clone() })
+            })
+            .collect()
+    }
+
     /// `job` no longer needs the capacity earmarked for it; hand it to `heir` (a job that lost its
     /// own instance) or free it.
     fn release_earmarks(&mut self, job: JobId, mut heir: Option<JobId>) {
@@ -424,7 +567,8 @@ impl<'a> Planner<'a> {
                     self.settled.insert(s.job_id);
                     match self.resolve(s.runner_name.as_ref(), s.job_id) {
                         Runner::Ours(x) if self.slots[x].alive() => self.assign(s.job_id, x),
-                        _ => self.release_earmarks(s.job_id, None),
+                        Runner::Ours(x) => self.ran_on_dead(s.job_id, x),
+                        Runner::Elsewhere => self.release_earmarks(s.job_id, None),
                     }
                 }
                 QueueMessage::JobCompleted(c) if c.runner_name.is_none() => {
@@ -452,7 +596,8 @@ impl<'a> Planner<'a> {
                             self.assign(c.job_id, x);
                             self.slots[x].completed = true;
                         }
-                        _ => self.release_earmarks(c.job_id, None),
+                        Runner::Ours(x) => self.ran_on_dead(c.job_id, x),
+                        Runner::Elsewhere => self.release_earmarks(c.job_id, None),
                     }
                     if let Runner::Ours(x) = at {
                         self.consider_rerun(c, x);
@@ -545,6 +690,13 @@ impl<'a> Planner<'a> {
             }
         }
 
+        let claims = self.claims();
+        let (replace, dead_claims) = match input.mode {
+            Mode::HandleBatch => (self.live_dead_claims(&claims), Vec::new()),
+            Mode::Reconcile => (Vec::new(), self.found_dead_claims(&claims)),
+        };
+        drop(claims);
+
         // Jobs that still need capacity: queued, not started or finished, and not already on
         // (launched for, earmarked on, or run by) any instance, dead ones included.
         // Labels as the next plan will read them, so that both plans agree on which jobs had
@@ -625,9 +777,16 @@ impl<'a> Planner<'a> {
             .filter(|s| s.inst.ec2_state.counts_toward_cap() && s.terminate.is_none())
             .count() as u32;
         let mut headroom = cfg.max_runners.saturating_sub(counted);
+        // Replacements first: their jobs have waited longest.
+        let n_replace = (replace.len() as u32).min(headroom);
+        headroom -= n_replace;
+        let mut replace = replace;
+        let replace_unserved: Vec<JobId> =
+            replace.split_off(n_replace as usize).into_iter().map(|c| c.job).collect();
         let n_jobs = (uncovered.len() as u32).min(headroom);
         headroom -= n_jobs;
-        let unserved = uncovered.split_off(n_jobs as usize);
+        let mut unserved = uncovered.split_off(n_jobs as usize);
+        unserved.extend(replace_unserved);
         let launch_jobs = uncovered;
         let n_warm = target.saturating_sub(free_after).min(headroom);
 
@@ -655,6 +814,13 @@ impl<'a> Planner<'a> {
             if let Some(job) = s.job {
                 actions.push(Action::TagBusy { instance: s.inst.id.clone(), job });
             }
+        }
+        for s in self.slots.iter().filter(|s| s.terminate.is_some() && s.untag_before_terminate()) {
+            actions.push(Action::Earmark {
+                instance: s.inst.id.clone(),
+                lifecycle: s.inst.lifecycle,
+                job: None,
+            });
         }
         for (reason, ids) in &by_reason {
             actions.push(Action::Terminate { ids: ids.clone(), reason: *reason });
@@ -688,6 +854,16 @@ impl<'a> Planner<'a> {
         let n_reruns = self.reruns.len() as u64;
         actions.append(&mut self.reruns);
 
+        for c in &replace {
+            let mut h = Sha256::new();
+            for part in [cfg.name.as_str(), "replace", c.instance.as_str()] {
+                h.update(part.as_bytes());
+                h.update([0]);
+            }
+            h.update(c.job.0.to_be_bytes());
+            let idempotency_key = format!("hangar-{}", &hex::encode(h.finalize())[..32]);
+            actions.push(Action::Replace { job: c.job, dead: c.instance.clone(), idempotency_key });
+        }
         if n_jobs > 0 {
             let key = launch_key(cfg, LaunchReason::Job, &launch_jobs, None);
             actions.push(Action::Launch {
@@ -714,7 +890,11 @@ impl<'a> Planner<'a> {
         let mut metrics = vec![
             MetricRecord::gauge(names::POOL_IDLE, pool, live(Status::Idle)),
             MetricRecord::gauge(names::POOL_BUSY, pool, live(Status::Busy)),
-            MetricRecord::gauge(names::POOL_PENDING, pool, live(Status::Pending) + (n_jobs + n_warm) as f64),
+            MetricRecord::gauge(
+                names::POOL_PENDING,
+                pool,
+                live(Status::Pending) + (n_replace + n_jobs + n_warm) as f64,
+            ),
             MetricRecord::gauge(names::POOL_TARGET, pool, target as f64),
         ];
         let counts = [
@@ -725,6 +905,8 @@ impl<'a> Planner<'a> {
             (metric_names::RUNNERS_DEREGISTERED, n_runners),
             (metric_names::JIT_PARAMETERS_DELETED, n_params),
             (metric_names::SPOT_RERUNS, n_reruns),
+            (metric_names::EARMARKS_REPLACED, n_replace as u64),
+            (metric_names::DEAD_EARMARKS, dead_claims.len() as u64),
         ];
         for (name, v) in counts {
             // Gauges always; counters only when something happened, except pool exhaustion on the
@@ -734,7 +916,7 @@ impl<'a> Planner<'a> {
             }
         }
 
-        Plan { actions, unserved, warm_target: target, metrics }
+        Plan { actions, unserved, dead_claims, warm_target: target, metrics }
     }
 
     /// Parameters and runners to remove (reconcile only): those of instances that are gone, or

@@ -78,6 +78,9 @@ pub struct LaunchRequest {
     /// one instance is launched for one job, otherwise with one CreateTags per instance right
     /// after. Empty for warm-pool launches.
     pub jobs: Vec<JobId>,
+    /// For a one-instance launch that replaces an instance which died holding `jobs[0]`'s
+    /// earmark: that instance's id, tagged `hangar:replaces` at launch.
+    pub replaces: Option<InstanceId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

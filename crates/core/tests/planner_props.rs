@@ -159,6 +159,7 @@ fn run(s: &Scenario, w: &World) -> Plan {
         messages: &s.messages,
         runners: s.runners_known.then_some(&w.runners[..]),
         jit_parameters: s.params_known.then_some(&w.params[..]),
+        dead_claims: &[],
     })
 }
 
@@ -382,6 +383,7 @@ impl Sim {
             messages,
             runners: (mode == Mode::Reconcile).then_some(&self.world.runners[..]),
             jit_parameters: (mode == Mode::Reconcile).then_some(&self.world.params[..]),
+            dead_claims: &[],
         });
         let before = self.world.clone();
         for a in &p.actions {
@@ -433,7 +435,7 @@ proptest! {
                 let msgs = if mode == Mode::HandleBatch { &msgs[..] } else { &[] };
                 let p = plan(&PlanInput {
                     mode, now, pool: &pool, instances: &w.instances, messages: msgs,
-                    runners: Some(&w.runners), jit_parameters: Some(&w.params),
+                    runners: Some(&w.runners), jit_parameters: Some(&w.params), dead_claims: &[],
                 });
                 for a in &p.actions {
                     if let Action::Launch { reason: LaunchReason::Job, jobs, .. } = a {

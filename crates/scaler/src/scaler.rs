@@ -10,7 +10,7 @@ use hangar_core::config::{Config, PoolConfig, RunnerScope};
 use hangar_core::ids::{InstallationId, InstanceId, JobId, PoolName, RepoFullName, RunnerName};
 use hangar_core::message::{JobRef, MessageError, QueueMessage, MAX_MESSAGE_BYTES};
 use hangar_core::metrics::{names, MetricRecord};
-use hangar_core::planner::{self, Action, Mode, Plan, PlanInput};
+use hangar_core::planner::{self, Action, DeadClaim, Mode, Plan, PlanInput};
 use hangar_core::ports::{
     Clock, Fleet, JitRequest, JitStore, LaunchReason, LaunchRequest, LaunchedInstance, OutboundMessage,
     PortError, RegisteredRunner, RunnerRegistry, RunnerScopeTarget, ScaleQueue, StoredJit,
@@ -30,10 +30,69 @@ pub struct TopUp {
     pub pool: PoolName,
 }
 
+/// The message that asks the pool's next batch to replace an instance that died holding a
+/// queued job's earmark (see [`planner`]'s module docs). The state-change handler sends it when
+/// the instance goes, and reconcile as a backstop; both put it in the pool's FIFO group, behind
+/// any start or completion its runner reported, so the batch sees those first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplaceDead {
+    pub pool: PoolName,
+    pub claim: DeadClaim,
+    /// Times put back because the pool was at `max_runners`, as for a `ScaleUp`.
+    pub requeues: u32,
+}
+
+impl ReplaceDead {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&ScalerMessage::ReplaceDead {
+            pool: self.pool.clone(),
+            job: self.claim.job,
+            instance: self.claim.instance.clone(),
+            requeues: self.requeues,
+        })
+        .expect("serialises")
+    }
+
+    pub fn outbound(&self) -> OutboundMessage {
+        let mut dedup_id = format!("replace-{}-{}", self.claim.instance, self.claim.job);
+        if self.requeues > 0 {
+            dedup_id.push_str(&format!("-r{}", self.requeues));
+        }
+        OutboundMessage { body: self.to_json(), group_id: self.pool.to_string(), dedup_id }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 enum ScalerMessage {
-    WarmPoolTopUp { pool: PoolName },
+    WarmPoolTopUp {
+        pool: PoolName,
+    },
+    ReplaceDead {
+        pool: PoolName,
+        job: JobId,
+        instance: InstanceId,
+        #[serde(default)]
+        requeues: u32,
+    },
+}
+
+/// A scaler-written message, or `None` for anything else (and for bodies over the limit).
+fn parse_scaler_message(body: &str) -> Option<Inbound> {
+    if body.len() > MAX_MESSAGE_BYTES {
+        return None;
+    }
+    Some(match serde_json::from_str(body).ok()? {
+        ScalerMessage::WarmPoolTopUp { pool } => Inbound::TopUp(pool),
+        ScalerMessage::ReplaceDead { pool, job, instance, requeues } => {
+            // Only ids EC2 could have issued: the id goes into a tag and a dedup id.
+            let hex = instance.as_str().strip_prefix("i-")?;
+            if hex.is_empty() || hex.len() > 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            Inbound::Replace(ReplaceDead { pool, claim: DeadClaim { job, instance }, requeues })
+        }
+    })
 }
 
 impl TopUp {
@@ -43,11 +102,9 @@ impl TopUp {
 
     /// `None` for anything but a top-up (and for bodies over the queue message limit).
     pub fn parse(body: &str) -> Option<Self> {
-        if body.len() > MAX_MESSAGE_BYTES {
-            return None;
-        }
-        match serde_json::from_str(body).ok()? {
-            ScalerMessage::WarmPoolTopUp { pool } => Some(TopUp { pool }),
+        match parse_scaler_message(body)? {
+            Inbound::TopUp(pool) => Some(TopUp { pool }),
+            _ => None,
         }
     }
 }
@@ -96,6 +153,7 @@ pub struct Scaler {
 enum Inbound {
     Queue(QueueMessage),
     TopUp(PoolName),
+    Replace(ReplaceDead),
 }
 
 #[derive(Debug, Clone)]
@@ -106,8 +164,8 @@ struct Item {
 }
 
 fn parse_body(body: &str) -> Result<Inbound, MessageError> {
-    match TopUp::parse(body) {
-        Some(t) => Ok(Inbound::TopUp(t.pool)),
+    match parse_scaler_message(body) {
+        Some(i) => Ok(i),
         None => QueueMessage::parse(body).map(Inbound::Queue),
     }
 }
@@ -226,6 +284,7 @@ impl Scaler {
             let pool = match &inbound {
                 Inbound::Queue(m) => m.pool().clone(),
                 Inbound::TopUp(p) => p.clone(),
+                Inbound::Replace(r) => r.pool.clone(),
             };
             if self.p.config.pool(&pool).is_none() {
                 tracing::warn!(message_id = %r.message_id, pool = %pool, "message for a pool not in the configuration");
@@ -269,10 +328,17 @@ impl Scaler {
             .iter()
             .filter_map(|i| match &i.inbound {
                 Inbound::Queue(m) => Some(m.clone()),
-                Inbound::TopUp(_) => None,
+                _ => None,
             })
             .collect();
-        let plan = planner::plan(&PlanInput::batch(pool, &instances, &messages, now));
+        let dead: Vec<DeadClaim> = items
+            .iter()
+            .filter_map(|i| match &i.inbound {
+                Inbound::Replace(r) => Some(r.claim.clone()),
+                _ => None,
+            })
+            .collect();
+        let plan = planner::plan(&PlanInput::batch(pool, &instances, &messages, now).with_dead_claims(&dead));
         let ctx = JobContext::from_items(&items);
         let exec = self.execute(pool, &instances, &messages, &plan, Mode::HandleBatch, &ctx).await;
         self.p.metrics.emit(&plan.metrics, now);
@@ -297,6 +363,7 @@ impl Scaler {
             })
             .collect();
         let mut requeued: HashSet<JobId> = HashSet::new();
+        let paced = !waiting.is_empty();
         if !waiting.is_empty() {
             tokio::time::sleep(self.p.options.requeue_pace).await;
             for j in waiting.into_iter().filter(|j| j.requeues < self.p.options.max_requeues) {
@@ -317,6 +384,34 @@ impl Scaler {
             }
             tracing::info!(pool = %pool.name, requeued = requeued.len(), "jobs wait for capacity at the back of the queue");
         }
+        let waiting_replacements: Vec<&ReplaceDead> = items
+            .iter()
+            .filter_map(|i| match &i.inbound {
+                Inbound::Replace(r)
+                    if unserved.contains(&r.claim.job) && !exec.failed_jobs.contains(&r.claim.job) =>
+                {
+                    Some(r)
+                }
+                _ => None,
+            })
+            .collect();
+        let mut requeued_replacements: HashSet<InstanceId> = HashSet::new();
+        if !waiting_replacements.is_empty() {
+            if !paced {
+                tokio::time::sleep(self.p.options.requeue_pace).await;
+            }
+            for r in waiting_replacements.into_iter().filter(|r| r.requeues < self.p.options.max_requeues) {
+                let copy = ReplaceDead { requeues: r.requeues + 1, ..r.clone() };
+                match self.p.queue.send(&copy.outbound()).await {
+                    Ok(()) => {
+                        requeued_replacements.insert(r.claim.instance.clone());
+                    }
+                    Err(e) => {
+                        tracing::warn!(pool = %pool.name, job_id = %r.claim.job, error = %e, "requeue failed; the message is retried")
+                    }
+                }
+            }
+        }
         let failed: Vec<String> = items
             .iter()
             .filter(|i| match &i.inbound {
@@ -328,6 +423,11 @@ impl Scaler {
                             && !requeued.contains(&j))
                 }
                 Inbound::TopUp(_) => exec.warm_failed,
+                Inbound::Replace(r) => {
+                    exec.failed_jobs.contains(&r.claim.job)
+                        || (unserved.contains(&r.claim.job)
+                            && !requeued_replacements.contains(&r.claim.instance))
+                }
             })
             .map(|i| i.message_id.clone())
             .collect();
@@ -442,9 +542,26 @@ impl Scaler {
                             Err(e) => ex.errors.push(e),
                         },
                         Mode::HandleBatch => {
-                            self.launch(pool, *count, *reason, jobs, idempotency_key, ctx, &mut ex).await
+                            self.launch(pool, *count, *reason, jobs, idempotency_key, None, ctx, &mut ex)
+                                .await
                         }
                     }
+                }
+                Action::Replace { job, dead, idempotency_key } => {
+                    if terminate_failed {
+                        ex.failed_jobs.insert(*job);
+                        continue;
+                    }
+                    if pool.runner_scope == RunnerScope::Repo {
+                        // The dead instance's tags do not say which repository its job is in,
+                        // and a repository runner needs one. Left to the job's own timeout.
+                        tracing::warn!(pool = %pool.name, job_id = %job, dead = %dead, "no replacement: repository-scoped pools cannot replace a dead instance");
+                        continue;
+                    }
+                    tracing::info!(pool = %pool.name, job_id = %job, dead = %dead, "replacing an instance that died holding the job's earmark");
+                    let jobs = [*job];
+                    self.launch(pool, 1, LaunchReason::Job, &jobs, idempotency_key, Some(dead), ctx, &mut ex)
+                        .await
                 }
             }
         }
@@ -477,6 +594,7 @@ impl Scaler {
         reason: LaunchReason,
         jobs: &[JobId],
         planner_key: &str,
+        replaces: Option<&InstanceId>,
         ctx: &JobContext,
         ex: &mut Execution,
     ) {
@@ -486,6 +604,7 @@ impl Scaler {
             reason,
             idempotency_key: ctx.launch_key(planner_key, jobs),
             jobs: jobs.to_vec(),
+            replaces: replaces.cloned(),
         };
         let now = self.p.clock.now();
         let out = match self.p.fleet.launch(&req).await {
@@ -701,9 +820,20 @@ impl Scaler {
                 params.as_deref(),
                 now,
             ));
-            let ex =
+            let mut ex =
                 self.execute(pool, &instances, &[], &plan, Mode::Reconcile, &JobContext::default()).await;
             self.p.metrics.emit(&plan.metrics, now);
+            let mut replacements = 0u32;
+            for claim in &plan.dead_claims {
+                let msg = ReplaceDead { pool: pool.name.clone(), claim: claim.clone(), requeues: 0 };
+                match self.p.queue.send(&msg.outbound()).await {
+                    Ok(()) => {
+                        replacements += 1;
+                        tracing::info!(pool = %pool.name, job_id = %claim.job, instance = %claim.instance, "dead earmark found; replacement requested");
+                    }
+                    Err(e) => ex.errors.push(e),
+                }
+            }
             let terminated = plan.terminated().count();
             summary.insert(
                 pool.name.to_string(),
@@ -711,6 +841,7 @@ impl Scaler {
                     "actions": plan.actions.len(),
                     "terminated": terminated,
                     "top_ups": ex.top_ups,
+                    "replacements_requested": replacements,
                     "warm_target": plan.warm_target,
                     "errors": ex.errors.len(),
                 }),
@@ -755,6 +886,21 @@ impl Scaler {
         let Some(inst) = self.p.lookup.lookup(id).await? else {
             return Ok(json!({ "instance": id, "managed": false }));
         };
+        // Tagged with a queued job it never ran: the job needs another instance. The message
+        // goes first, so that a failure below (and EventBridge's retry) cannot skip it; its
+        // deduplication id makes the retry's copy a no-op.
+        let mut replacement = false;
+        let holding = matches!(inst.lifecycle, Lifecycle::Pending | Lifecycle::Idle);
+        if let (true, Some(job), Some(_)) = (holding, inst.job_id, self.p.config.pool(&inst.pool)) {
+            let msg = ReplaceDead {
+                pool: inst.pool.clone(),
+                claim: DeadClaim { job, instance: id.clone() },
+                requeues: 0,
+            };
+            self.p.queue.send(&msg.outbound()).await?;
+            tracing::info!(instance = %id, pool = %inst.pool, job_id = %job, "instance died holding a job's earmark; replacement requested");
+            replacement = true;
+        }
         self.p.jit.delete(id).await?;
         let pool = self.p.config.pool(&inst.pool);
         let mut deregistered = false;
@@ -772,7 +918,13 @@ impl Scaler {
             self.emit_rate_limit();
         }
         tracing::info!(instance = %id, pool = %inst.pool, state, deregistered, "instance gone; cleaned up");
-        Ok(json!({ "instance": id, "managed": true, "pool": inst.pool, "deregistered": deregistered }))
+        Ok(json!({
+            "instance": id,
+            "managed": true,
+            "pool": inst.pool,
+            "deregistered": deregistered,
+            "replacement_requested": replacement,
+        }))
     }
 }
 

@@ -61,6 +61,7 @@ pub fn inst(n: u64, lifecycle: Lifecycle, age_secs: i64) -> ObservedInstance {
         capacity_type: CapacityType::Spot,
         instance_type: "m7g.large".into(),
         interrupted: false,
+        replaces: None,
     }
 }
 
@@ -184,6 +185,20 @@ impl World {
                 }
                 Action::Earmark { instance, job, .. } => self.get(instance).job_id = *job,
                 Action::RerunJob { job, run_attempt, .. } => self.reruns.push((*job, *run_attempt)),
+                Action::Replace { job, dead, .. } => {
+                    let n = self.next_instance;
+                    self.next_instance += 1;
+                    let mut i = inst(n, Lifecycle::Pending, 0);
+                    i.launched_at = now;
+                    i.job_id = Some(*job);
+                    i.replaces = Some(dead.clone());
+                    self.params.push(StoredJit {
+                        instance_id: i.id.clone(),
+                        pool: Some(PoolName::from(POOL)),
+                        created_at: Some(now),
+                    });
+                    self.instances.push(i);
+                }
                 Action::Launch { count, reason, jobs, .. } => {
                     assert!(*reason != LaunchReason::Job || jobs.len() == *count as usize);
                     for k in 0..*count as usize {

@@ -1,7 +1,7 @@
 //! EC2 events: spot interruption warnings (and the re-run that follows a failed job), and
 //! instances going away.
 
-use crate::common::{completed, ec2_event, runner_name, scale_up, started, Env, Options, REPO};
+use crate::common::{completed, ec2_event, fixture, runner_name, scale_up, started, Env, Options, REPO};
 use hangar_sim::github::JobSpec;
 use serde_json::json;
 
@@ -73,13 +73,60 @@ async fn a_terminated_instance_loses_its_parameter_and_its_unused_runner() {
     assert_eq!(resp["deregistered"], true, "{resp}");
     assert!(env.jit(&id).await.is_none());
     assert!(env.sim.runners().iter().all(|r| r.removed));
-    // The second notification (`terminated`) finds nothing left and writes nothing.
+    // It died holding job 5's earmark: a replacement is asked for in the pool's group.
+    assert_eq!(resp["replacement_requested"], true, "{resp}");
+    // The second notification (`terminated`) finds nothing left and writes nothing but the same
+    // request, which FIFO deduplication drops.
     let (aws, gh) = (env.aws_writes(), env.github_writes());
     let resp = env.handle(ec2_event("ec2-state-change-terminated.json", &id, Some("terminated"))).await;
     assert_eq!(resp["deregistered"], false);
     assert_eq!(env.github_writes(), gh);
-    // DeleteParameter of a missing parameter is the only call that is a write by name.
-    assert_eq!(env.aws_writes(), aws + 1);
+    // DeleteParameter of a missing parameter and the deduplicated SendMessage.
+    assert_eq!(env.aws_writes(), aws + 2);
+    let queued = env.drain_queue().await;
+    assert_eq!(queued.len(), 1, "one request after two notifications: {queued:?}");
+    let body: serde_json::Value = serde_json::from_str(&queued[0].1).unwrap();
+    assert_eq!(body["kind"], "replace_dead");
+    assert_eq!((body["job"].as_u64(), body["instance"].as_str()), (Some(5), Some(id.as_str())));
+
+    // The batch that takes it launches one instance for job 5, tagged with what it replaces.
+    assert!(env.batch(&[("replace", queued[0].1.clone(), 1)]).await.is_empty());
+    let live = env.live().await;
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0].tag("hangar:job-id"), Some("5"));
+    assert_eq!(live[0].tag("hangar:replaces"), Some(id.as_str()));
+    assert!(env.jit(&live[0].id).await.is_some(), "the replacement got its JIT config");
+    assert_eq!(env.metrics.total("EarmarksReplaced", None), 1.0);
+    // A redelivery (or reconcile's backstop) of the same request launches nothing more.
+    assert!(env.batch(&[("replace", queued[0].1.clone(), 2)]).await.is_empty());
+    assert_eq!(env.live().await.len(), 1);
+    let summary = env.handle(fixture("scheduled-event.json")).await;
+    assert_eq!(summary[p.as_str()]["replacements_requested"], 0, "{summary}");
+}
+
+#[tokio::test]
+async fn an_instance_that_ran_another_job_before_dying_is_not_replaced() {
+    let env = Env::start(Options::default()).await;
+    let p = env.pool_name();
+    assert!(env.batch(&[("a", scale_up(&p, 1), 1), ("b", scale_up(&p, 2), 1)]).await.is_empty());
+    let live = env.live().await;
+    let on = |j: &str| live.iter().find(|i| i.tag("hangar:job-id") == Some(j)).unwrap().id.clone();
+    let (for1, for2) = (on("1"), on("2"));
+    // GitHub gave job 2 to the runner launched for job 1, which finished it and went away
+    // before either webhook was handled.
+    env.ec2.terminate_instances().instance_ids(&for1).send().await.unwrap();
+    let resp = env.handle(ec2_event("ec2-state-change-terminated.json", &for1, Some("shutting-down"))).await;
+    assert_eq!(resp["replacement_requested"], true, "its tags still say job 1: {resp}");
+    let replace = env.drain_queue().await.remove(0).1;
+    // FIFO order: the runner's webhooks were queued before the state change.
+    let start = started(&p, 2, &runner_name(&p, &for1));
+    let done = completed(&p, 2, &runner_name(&p, &for1), "success", 1, REPO);
+    assert!(env.batch(&[("s", start, 1), ("c", done, 1), ("r", replace, 1)]).await.is_empty());
+    // Job 1's claim moved to the instance launched for job 2: nothing is launched.
+    let live = env.live().await;
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!((live[0].id.clone(), live[0].tag("hangar:job-id")), (for2, Some("1")));
+    assert_eq!(env.metrics.total("EarmarksReplaced", None), 0.0);
 }
 
 #[tokio::test]
