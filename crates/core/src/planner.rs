@@ -352,6 +352,12 @@ struct Planner<'a> {
     settled: Set<JobId>,
     /// Queued jobs in first-seen order (queued messages, then jobs whose earmark was taken).
     demand: Vec<JobId>,
+    /// Jobs in `demand` that lost their live claim in this batch (displaced by another job, or
+    /// handed to an instance this plan terminates). A label on a dead instance is not their
+    /// launch: they need capacity now.
+    heirs: Set<JobId>,
+    /// GitHub's runners of this pool by instance id: (online, busy). Reconcile only.
+    runners_by_instance: Map<&'a str, (bool, bool)>,
     /// Jobs whose instance died before they started: re-homed on free capacity, never launched
     /// for again (each job gets at most one launch).
     rehome: Vec<JobId>,
@@ -432,6 +438,8 @@ impl<'a> Planner<'a> {
             by_id,
             settled: Set::default(),
             demand: Vec::new(),
+            heirs: Set::default(),
+            runners_by_instance,
             rehome: Vec::new(),
             reruns: Vec::new(),
             rerun_seen: Set::default(),
@@ -525,14 +533,35 @@ impl<'a> Planner<'a> {
         out
     }
 
-    /// Reconcile's look at the dead: instances that died holding a claim nobody else holds.
+    /// Reconcile's look at the dead: instances that died holding a claim nobody else holds, and
+    /// that certainly never ran a job. Tags alone cannot say that: a runner that ran its own job
+    /// and went away before its start was handled leaves the same tags, and EC2 does not tag a
+    /// terminated instance. GitHub removes an ephemeral runner once it has run a job, so a
+    /// runner still registered and not busy proves it never ran one. Instances this plan
+    /// terminates for never booting, being stopped or a spot warning are proof too.
     fn found_dead_claims(&self, claims: &Claims<'_>) -> Vec<DeadClaim> {
+        let never_ran = |s: &Slot<'_>| {
+            matches!(
+                s.terminate,
+                Some(
+                    TerminateReason::BootTimeout
+                        | TerminateReason::Stopped
+                        | TerminateReason::SpotInterrupted
+                )
+            ) || (!s.alive() && self.runners_by_instance.get(s.inst.id.as_str()).is_some_and(|r| !r.1))
+        };
         self.slots
             .iter()
-            .filter(|s| !s.alive() && !claims.replaced.contains(s.inst.id.as_str()))
+            .filter(|s| never_ran(s) && !claims.replaced.contains(s.inst.id.as_str()))
             .filter_map(|s| {
-                let job = s.inst.died_holding_earmark().filter(|j| s.job == Some(*j))?;
-                (!claims.jobs.contains(&job)).then(|| DeadClaim { job, instance: s.inst.id.clone() })
+                let job = s.job.filter(|j| s.inst.job_id == Some(*j))?;
+                let holding = matches!(s.inst.lifecycle, Lifecycle::Pending | Lifecycle::Idle);
+                let held_elsewhere = self.slots.iter().any(|o| {
+                    o.job == Some(job)
+                        && o.terminate.is_none()
+                        && (o.alive() || o.inst.lifecycle == Lifecycle::Busy)
+                });
+                (holding && !held_elsewhere).then(|| DeadClaim { job, instance: s.inst.id.clone() })
             })
             .collect()
     }
@@ -545,6 +574,7 @@ impl<'a> Planner<'a> {
         }
         if let Some(k) = heir {
             self.demand.push(k);
+            self.heirs.insert(k);
         }
     }
 
@@ -711,15 +741,21 @@ impl<'a> Planner<'a> {
             .filter(|s| s.terminate.is_some() && s.label_after() != s.job)
             .filter_map(|s| s.job)
             .collect();
+        self.heirs.extend(orphaned.iter().copied());
         self.demand.extend(orphaned);
-        let mut seen = Set::default();
-        let wanted: Vec<JobId> = std::mem::take(&mut self.demand)
-            .into_iter()
-            .filter(|j| !self.settled.contains(j) && !labelled.contains(j) && seen.insert(*j))
-            .collect();
         let mut live_labels: Set<JobId> = Set::with_capacity_and_hasher(self.slots.len(), Default::default());
         live_labels
             .extend(self.slots.iter().filter(|s| s.alive() && s.terminate.is_none()).filter_map(|s| s.job));
+        // A job replaced for a dead instance in this batch has its launch.
+        let mut seen: Set<JobId> = replace.iter().map(|c| c.job).collect();
+        let wanted: Vec<JobId> = std::mem::take(&mut self.demand)
+            .into_iter()
+            .filter(|j| {
+                let had_launch =
+                    if self.heirs.contains(j) { live_labels.contains(j) } else { labelled.contains(j) };
+                !self.settled.contains(j) && !had_launch && seen.insert(*j)
+            })
+            .collect();
         let rehome: Vec<JobId> = std::mem::take(&mut self.rehome)
             .into_iter()
             .filter(|j| !self.settled.contains(j) && !live_labels.contains(j) && seen.insert(*j))

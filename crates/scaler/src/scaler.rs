@@ -655,7 +655,7 @@ impl Scaler {
                 Ok(()) => ex.launched += 1,
                 Err(e) => {
                     tracing::warn!(pool = %pool.name, instance = %inst.id, code = e.code.as_deref().unwrap_or(""), error = %e, "no JIT config; terminating the new instance");
-                    self.abandon(&inst.id).await;
+                    self.abandon(&pool.name, &inst.id, job).await;
                     match job {
                         Some(j) => {
                             ex.failed_jobs.insert(j);
@@ -723,7 +723,7 @@ impl Scaler {
     /// Terminates a just-launched instance that got no JIT config, first dropping its job tag so
     /// the redelivered message launches for the job again. Should either call fail, the
     /// `draining` tag (or the boot timeout) has reconcile terminate it.
-    async fn abandon(&self, id: &InstanceId) {
+    async fn abandon(&self, pool: &PoolName, id: &InstanceId, job: Option<JobId>) {
         // The job tag must go, or the planner counts this dead instance as the job's launch and
         // the job never gets another. Throttling storms are exactly when JIT fails, so try a few
         // times with backoff before giving up on it.
@@ -737,6 +737,19 @@ impl Scaler {
                 }
                 Err(e) => {
                     tracing::warn!(instance = %id, code = e.code.as_deref().unwrap_or(""), "could not untag the abandoned instance");
+                    // It will die holding the job's earmark, having certainly run nothing: ask
+                    // for its replacement now (after the termination below, the batch sees it
+                    // dead). If even that fails, reconcile's boot timeout finds it.
+                    if let Some(job) = job {
+                        let msg = ReplaceDead {
+                            pool: pool.clone(),
+                            claim: DeadClaim { job, instance: id.clone() },
+                            requeues: 0,
+                        };
+                        if let Err(e) = self.p.queue.send(&msg.outbound()).await {
+                            tracing::warn!(instance = %id, job_id = %job, code = e.code.as_deref().unwrap_or(""), "could not ask for a replacement");
+                        }
+                    }
                     break;
                 }
             }
@@ -886,29 +899,35 @@ impl Scaler {
         let Some(inst) = self.p.lookup.lookup(id).await? else {
             return Ok(json!({ "instance": id, "managed": false }));
         };
-        // Tagged with a queued job it never ran: the job needs another instance. The message
-        // goes first, so that a failure below (and EventBridge's retry) cannot skip it; its
-        // deduplication id makes the retry's copy a no-op.
-        let mut replacement = false;
-        let holding = matches!(inst.lifecycle, Lifecycle::Pending | Lifecycle::Idle);
-        if let (true, Some(job), Some(_)) = (holding, inst.job_id, self.p.config.pool(&inst.pool)) {
-            let msg = ReplaceDead {
-                pool: inst.pool.clone(),
-                claim: DeadClaim { job, instance: id.clone() },
-                requeues: 0,
-            };
-            self.p.queue.send(&msg.outbound()).await?;
-            tracing::info!(instance = %id, pool = %inst.pool, job_id = %job, "instance died holding a job's earmark; replacement requested");
-            replacement = true;
-        }
-        self.p.jit.delete(id).await?;
         let pool = self.p.config.pool(&inst.pool);
-        let mut deregistered = false;
         let org_scoped = pool.is_some_and(|p| p.runner_scope == RunnerScope::Org);
+        let holding = matches!(inst.lifecycle, Lifecycle::Pending | Lifecycle::Idle);
+        let (mut deregistered, mut replacement) = (false, false);
         if org_scoped && inst.lifecycle != Lifecycle::Busy {
             let name = RunnerName::for_instance(&inst.pool, id);
             let runners = self.p.github.list_runners(&self.p.config.organization).await?;
-            if let Some(r) = runners.into_iter().find(|r| r.name == name && !r.busy) {
+            let runner = runners.into_iter().find(|r| r.name == name);
+            // Tagged with a queued job, and its runner still registered and idle: it never ran
+            // a job (GitHub removes an ephemeral runner once it has), so the job needs another
+            // instance. Without the runner the tags cannot tell (its runner may have run the job
+            // and gone before the start was handled); reconcile's boot timeout covers an
+            // instance that never booted. The message goes before the cleanup, so that a
+            // failure there (and EventBridge's retry) cannot skip it; its deduplication id makes
+            // the retry's copy a no-op.
+            if let (true, Some(job), Some(r)) = (holding, inst.job_id, &runner) {
+                if !r.busy {
+                    let msg = ReplaceDead {
+                        pool: inst.pool.clone(),
+                        claim: DeadClaim { job, instance: id.clone() },
+                        requeues: 0,
+                    };
+                    self.p.queue.send(&msg.outbound()).await?;
+                    tracing::info!(instance = %id, pool = %inst.pool, job_id = %job, "instance died holding a job's earmark; replacement requested");
+                    replacement = true;
+                }
+            }
+            self.p.jit.delete(id).await?;
+            if let Some(r) = runner.filter(|r| !r.busy) {
                 match self.p.github.delete_runner(&self.p.config.organization, r.id).await {
                     Ok(()) => deregistered = true,
                     Err(e) if e.code.as_deref() == Some("404") => {}
@@ -916,6 +935,8 @@ impl Scaler {
                 }
             }
             self.emit_rate_limit();
+        } else {
+            self.p.jit.delete(id).await?;
         }
         tracing::info!(instance = %id, pool = %inst.pool, state, deregistered, "instance gone; cleaned up");
         Ok(json!({
