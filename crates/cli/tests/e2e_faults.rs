@@ -32,7 +32,6 @@ fn spot_capacity_errors_on_two_instance_types() {
 }
 
 #[test]
-#[ignore = "known bug (issue #5 stays open): 1 of 16 jobs was never served after throttling storms in the last run; run with --ignored"]
 fn request_limit_exceeded_storms() {
     let r = faulted(
         "throttled",
@@ -45,7 +44,6 @@ fn request_limit_exceeded_storms() {
 }
 
 #[test]
-#[ignore = "known bug (issue #5 stays open): passes in some runs, but lost 1 of 16 jobs in a CI run (the same unserved-job bug as the burst); run with --ignored"]
 fn github_5xx_and_rate_limit_exhaustion() {
     let r = faulted(
         "github-faults",
@@ -59,7 +57,6 @@ fn github_5xx_and_rate_limit_exhaustion() {
 }
 
 #[test]
-#[ignore = "known bug (issue #5 stays open): passed twice, then lost 9 of 16 jobs in a CI run; run with --ignored"]
 fn a_scaler_killed_mid_batch_is_redelivered() {
     let r = faulted(
         "killed-scaler",
@@ -72,7 +69,6 @@ fn a_scaler_killed_mid_batch_is_redelivered() {
 }
 
 #[test]
-#[ignore = "known bug (issue #5 stays open): passed 3 runs, then launched 17 instances for 16 jobs in the 4th; run with --ignored"]
 fn duplicate_webhook_deliveries() {
     let r = faulted("duplicates", "  - { at: 0, duplicate_webhooks: { until: 150 } }\n", "spot");
     r.assert_clean();
