@@ -958,3 +958,63 @@ fn count_with(
 ) -> MetricRecord {
     MetricRecord::count(name, Some(pool), v).with(key, value)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replace(job: u64, instance: &str) -> ReplaceDead {
+        ReplaceDead {
+            pool: PoolName::from("linux"),
+            claim: DeadClaim { job: JobId(job), instance: InstanceId::from(instance) },
+            requeues: 0,
+        }
+    }
+
+    #[test]
+    fn replace_dead_round_trips_with_a_stable_dedup_id() {
+        let r = replace(42, "i-0abc123def4567890");
+        let out = r.outbound();
+        assert_eq!(out.group_id, "linux");
+        assert_eq!(out.dedup_id, "replace-i-0abc123def4567890-42");
+        match parse_scaler_message(&out.body) {
+            Some(Inbound::Replace(back)) => assert_eq!(back, r),
+            other => panic!("{other:?}"),
+        }
+        let again = ReplaceDead { requeues: 3, ..r };
+        assert_eq!(again.outbound().dedup_id, "replace-i-0abc123def4567890-42-r3");
+        assert!(TopUp::parse(&out.body).is_none(), "a replacement is not a top-up");
+    }
+
+    #[test]
+    fn hostile_replace_dead_bodies_are_refused() {
+        let ok = r#"{"kind":"replace_dead","pool":"linux","job":7,"instance":"i-0abc"}"#;
+        assert!(matches!(parse_scaler_message(ok), Some(Inbound::Replace(_))), "requeues defaults to 0");
+        let long_id = format!("i-{}", "a".repeat(40));
+        let hostile = [
+            r#"{"kind":"replace_dead","pool":"linux","job":7,"instance":"i-"}"#,
+            r#"{"kind":"replace_dead","pool":"linux","job":7,"instance":"i-zz"}"#,
+            r#"{"kind":"replace_dead","pool":"linux","job":7,"instance":"../../etc"}"#,
+            r#"{"kind":"replace_dead","pool":"linux","job":7,"instance":"i-0abc\n"}"#,
+            r#"{"kind":"replace_dead","pool":"linux","job":-7,"instance":"i-0abc"}"#,
+            r#"{"kind":"replace_dead","pool":"linux","job":"7","instance":"i-0abc"}"#,
+            r#"{"kind":"replace_dead","pool":"linux","instance":"i-0abc"}"#,
+            r#"{"kind":"replace_dead","pool":"linux","job":7,"instance":"i-0abc","extra":1}"#,
+            r#"{"kind":"replace_dead","pool":"linux","job":7,"instance":"i-0abc","requeues":-1}"#,
+            r#"{"kind":"replace_dead""#,
+            "",
+        ];
+        for body in hostile {
+            assert!(parse_scaler_message(body).is_none(), "{body}");
+        }
+        let long = format!(r#"{{"kind":"replace_dead","pool":"linux","job":7,"instance":"{long_id}"}}"#);
+        assert!(parse_scaler_message(&long).is_none());
+        let padded = format!(
+            r#"{{"kind":"replace_dead","pool":"linux","job":7,"instance":"i-0abc"}}{}"#,
+            " ".repeat(MAX_MESSAGE_BYTES)
+        );
+        assert!(parse_scaler_message(&padded).is_none(), "oversized");
+        // Refused here means the batch reports it as failed: it is not a webhook message either.
+        assert!(parse_body(hostile[0]).is_err());
+    }
+}

@@ -68,7 +68,13 @@ pub struct Esm {
     pub queue_url: String,
     pub invoker: Arc<Invoker>,
     pub batch_concurrency: usize,
+    /// How long a message that failed (or sat behind a failed one) stays invisible.
     pub visibility_timeout: i32,
+    /// How long a received message stays invisible while its batch runs: longer than an
+    /// invocation may take, as AWS requires of a Lambda's queue. With less, a slow batch's
+    /// messages reappear mid-invocation, are received again under new receipt handles, and
+    /// the batch's deletes no longer match them.
+    pub inflight_visibility: i32,
     pub stats: Mutex<EsmStats>,
     groups: Mutex<HashSet<String>>,
 }
@@ -80,6 +86,7 @@ impl Esm {
         invoker: Arc<Invoker>,
         batch_concurrency: usize,
         visibility_timeout: i32,
+        inflight_visibility: i32,
     ) -> Self {
         Esm {
             sqs,
@@ -87,6 +94,7 @@ impl Esm {
             invoker,
             batch_concurrency: batch_concurrency.max(1),
             visibility_timeout,
+            inflight_visibility: inflight_visibility.max(visibility_timeout),
             stats: Mutex::new(EsmStats::default()),
             groups: Mutex::new(HashSet::new()),
         }
@@ -146,7 +154,7 @@ impl Esm {
                 .queue_url(&self.queue_url)
                 .max_number_of_messages(10)
                 .wait_time_seconds(1)
-                .visibility_timeout(self.visibility_timeout)
+                .visibility_timeout(self.inflight_visibility)
                 .message_system_attribute_names(MessageSystemAttributeName::All)
                 .send();
             let out = tokio::select! {
@@ -197,6 +205,23 @@ impl Esm {
         }
     }
 
+    /// Messages whose work was not done reappear after the (short, demo) visibility timeout
+    /// rather than the in-flight one.
+    async fn retry_later(&self, msgs: &[&Message]) {
+        for m in msgs {
+            if let Some(h) = m.receipt_handle() {
+                let _ = self
+                    .sqs
+                    .change_message_visibility()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(h)
+                    .visibility_timeout(self.visibility_timeout)
+                    .send()
+                    .await;
+            }
+        }
+    }
+
     async fn handle_batch(&self, msgs: Vec<Message>) {
         let groups: HashSet<String> = msgs.iter().map(Self::group_of).collect();
         let event = json!({ "Records": msgs.iter().map(|m| self.record(m)).collect::<Vec<_>>() });
@@ -209,6 +234,7 @@ impl Esm {
             Err(e) => {
                 tracing::info!(error = %e, messages = msgs.len(), "esm: batch failed; messages reappear after the visibility timeout");
                 self.bump(|s| s.failed_invocations += 1);
+                self.retry_later(&msgs.iter().collect::<Vec<_>>()).await;
                 Vec::new()
             }
             Ok(v) => {
@@ -235,6 +261,10 @@ impl Esm {
                         keep.push(m);
                     }
                 }
+                let kept: HashSet<&str> = keep.iter().filter_map(|m| m.message_id()).collect();
+                let retry: Vec<&Message> =
+                    msgs.iter().filter(|m| !kept.contains(m.message_id().unwrap_or_default())).collect();
+                self.retry_later(&retry).await;
                 keep
             }
         };

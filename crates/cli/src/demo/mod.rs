@@ -56,7 +56,9 @@ pub struct DemoArgs {
     /// Real seconds between reconcile events (the schedule is `rate(1 minute)` in AWS).
     #[arg(long, default_value_t = 2.0)]
     pub reconcile_every: f64,
-    /// Real seconds a received SQS message stays invisible (360 in AWS).
+    /// Real seconds a message whose handling failed stays invisible before it is retried (the
+    /// queue's visibility timeout, 360 in AWS). Messages in flight stay invisible for longer
+    /// than `--lambda-timeout`, as in AWS.
     #[arg(long, default_value_t = 5)]
     pub visibility_timeout: u32,
     /// Real seconds an invocation may take before it counts as failed (60 in AWS).
@@ -438,6 +440,7 @@ async fn run_cloud(
         Arc::clone(&invoker),
         args.scalers.max(1),
         args.visibility_timeout as i32,
+        (args.lambda_timeout + 10).min(i32::MAX as u64) as i32,
     ));
     let mut tasks = vec![
         tokio::spawn(Arc::clone(&esm).run(stop_rx.clone())),
