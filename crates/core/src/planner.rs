@@ -658,8 +658,21 @@ impl<'a> Planner<'a> {
         let reconcile = input.mode == Mode::Reconcile;
         let boot = Duration::seconds(cfg.boot_timeout_secs.min(i64::MAX as u64) as i64);
         let runners_known = input.runners.is_some();
+        // The boot clock starts when the instance's JIT config was written, if that was after
+        // the launch: under GitHub's rate limits it can come late, and an instance cannot
+        // register before it has its config. Judged from the launch alone, such an instance
+        // is reaped just as its runner registers and takes a job.
+        let mut config_written: Map<&str, DateTime<Utc>> = Map::default();
+        for p in input.jit_parameters.unwrap_or(&[]) {
+            if let Some(t) = p.created_at {
+                config_written.insert(p.instance_id.as_str(), t);
+            }
+        }
         for s in self.slots.iter_mut().filter(|s| s.alive()) {
             let not_busy = s.status != Status::Busy;
+            let booting_since = config_written
+                .get(s.inst.id.as_str())
+                .map_or(s.inst.launched_at, |t| (*t).max(s.inst.launched_at));
             s.terminate = if s.completed {
                 Some(TerminateReason::JobCompleted)
             } else if not_busy && s.inst.interrupted {
@@ -670,7 +683,11 @@ impl<'a> Planner<'a> {
                 Some(TerminateReason::Draining)
             } else if s.parked && s.age(input.now) > boot {
                 Some(TerminateReason::Stopped)
-            } else if runners_known && s.status == Status::Pending && !s.parked && s.age(input.now) > boot {
+            } else if runners_known
+                && s.status == Status::Pending
+                && !s.parked
+                && input.now - booting_since > boot
+            {
                 Some(TerminateReason::BootTimeout)
             } else {
                 None

@@ -369,6 +369,24 @@ fn instances_that_never_came_up_are_terminated_after_the_boot_timeout() {
 }
 
 #[test]
+fn the_boot_clock_starts_when_the_jit_config_was_written() {
+    // Launched 400 s ago (boot timeout 300), but GitHub's rate limit held its JIT config back
+    // until 100 s ago: it has had 100 s to boot, and its runner may be registering right now.
+    let pool = pool(10, 0);
+    let w = World::new(vec![inst(1, Lifecycle::Pending, 400).job(5)]);
+    let late = [param(1, Some(POOL), Some(100))];
+    let p = plan(&PlanInput::reconcile(&pool, &w.instances, Some(&[]), Some(&late), t0()));
+    assert!(terminated(&p, TerminateReason::BootTimeout).is_empty(), "{p:#?}");
+    // Written 400 s ago and still unread: the boot agent never came up.
+    let stale = [param(1, Some(POOL), Some(400))];
+    let p = plan(&PlanInput::reconcile(&pool, &w.instances, Some(&[]), Some(&stale), t0()));
+    assert_eq!(terminated(&p, TerminateReason::BootTimeout), ids(&[1]));
+    // It dies holding job 5's earmark, having run nothing: reconcile asks for a replacement.
+    assert_eq!(p.dead_claims.len(), 1, "{p:#?}");
+    assert_eq!((p.dead_claims[0].job, p.dead_claims[0].instance.clone()), (JobId(5), iid(1)));
+}
+
+#[test]
 fn offline_runners_hangar_named_are_deregistered_when_their_instance_is_gone() {
     use Lifecycle::*;
     let other_pool = hangar_core::ids::RunnerName::for_instance(&"gpu".into(), &iid(9));

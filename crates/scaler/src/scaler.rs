@@ -800,6 +800,16 @@ impl Scaler {
     pub async fn reconcile(&self) -> Result<Value, ScalerError> {
         let now = self.p.clock.now();
         let mut errors: Vec<PortError> = Vec::new();
+        // Instances first, then GitHub's runners and the parameters: a runner that registers
+        // between the two reads is then seen as registered, not as an instance that never
+        // booted (which the boot timeout would terminate just as it takes a job).
+        let mut described = Vec::with_capacity(self.p.config.pools.len());
+        for pool in &self.p.config.pools {
+            match self.p.fleet.describe_pool(&pool.name).await {
+                Ok(i) => described.push((pool, i)),
+                Err(e) => errors.push(e),
+            }
+        }
         // Both lists are read once per run, for all pools. Without them, the rules that need
         // them (boot timeout, cleanup) are skipped rather than guessed.
         let runners: Option<Vec<RegisteredRunner>> =
@@ -818,14 +828,7 @@ impl Scaler {
             }
         };
         let mut summary = serde_json::Map::new();
-        for pool in &self.p.config.pools {
-            let instances = match self.p.fleet.describe_pool(&pool.name).await {
-                Ok(i) => i,
-                Err(e) => {
-                    errors.push(e);
-                    continue;
-                }
-            };
+        for (pool, instances) in described {
             let plan = planner::plan(&PlanInput::reconcile(
                 pool,
                 &instances,

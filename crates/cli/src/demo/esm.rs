@@ -182,18 +182,7 @@ impl Esm {
                 g.extend(free.iter().cloned());
                 msgs.into_iter().partition(|m| free.contains(&Self::group_of(m)))
             };
-            for m in &busy {
-                if let Some(h) = m.receipt_handle() {
-                    let _ = self
-                        .sqs
-                        .change_message_visibility()
-                        .queue_url(&self.queue_url)
-                        .receipt_handle(h)
-                        .visibility_timeout(0)
-                        .send()
-                        .await;
-                }
-            }
+            self.set_visibility(&busy.iter().collect::<Vec<_>>(), 0).await;
             if mine.is_empty() {
                 continue;
             }
@@ -208,6 +197,10 @@ impl Esm {
     /// Messages whose work was not done reappear after the (short, demo) visibility timeout
     /// rather than the in-flight one.
     async fn retry_later(&self, msgs: &[&Message]) {
+        self.set_visibility(msgs, self.visibility_timeout).await;
+    }
+
+    async fn set_visibility(&self, msgs: &[&Message], secs: i32) {
         for m in msgs {
             if let Some(h) = m.receipt_handle() {
                 let _ = self
@@ -215,7 +208,7 @@ impl Esm {
                     .change_message_visibility()
                     .queue_url(&self.queue_url)
                     .receipt_handle(h)
-                    .visibility_timeout(self.visibility_timeout)
+                    .visibility_timeout(secs)
                     .send()
                     .await;
             }
