@@ -297,6 +297,8 @@ struct Slot<'a> {
     /// Became busy through an event in this batch (so it needs a `busy` tag).
     started: bool,
     completed: bool,
+    /// Dead, and a message of this batch says its runner ran a job: it holds no claim.
+    ran_dead: bool,
     terminate: Option<TerminateReason>,
 }
 
@@ -429,6 +431,7 @@ impl<'a> Planner<'a> {
                 job: inst.job_id,
                 started: false,
                 completed: false,
+                ran_dead: false,
                 terminate: None,
             });
         }
@@ -486,9 +489,10 @@ impl<'a> Planner<'a> {
     fn ran_on_dead(&mut self, job: JobId, x: usize) {
         let slot = &mut self.slots[x];
         let mut displaced = None;
-        if let Some(k) = slot.inst.died_holding_earmark() {
-            displaced = slot.job.filter(|j| *j != job && *j == k && !self.settled.contains(j));
+        if slot.inst.died_holding_earmark().is_some() && !slot.ran_dead {
+            displaced = slot.job.filter(|j| *j != job && !self.settled.contains(j));
             slot.job = Some(job);
+            slot.ran_dead = true;
         }
         self.release_earmarks(job, displaced);
     }
@@ -738,11 +742,8 @@ impl<'a> Planner<'a> {
         }
 
         let claims = self.claims();
-        let (replace, dead_claims) = match input.mode {
-            Mode::HandleBatch => (self.live_dead_claims(&claims), Vec::new()),
-            Mode::Reconcile => (Vec::new(), self.found_dead_claims(&claims)),
-        };
-        drop(claims);
+        let replace =
+            if input.mode == Mode::HandleBatch { self.live_dead_claims(&claims) } else { Vec::new() };
 
         // Jobs that still need capacity: queued, not started or finished, and not already on
         // (launched for, earmarked on, or run by) any instance, dead ones included.
@@ -801,8 +802,21 @@ impl<'a> Planner<'a> {
             }
         }
         for job in rehome {
-            take(&mut self.slots, job);
+            if take(&mut self.slots, job) {
+                // The claim moved to free capacity: the reclaimed instance's tag must not
+                // outlive it as a second claim (it is untagged before it goes).
+                for s in self
+                    .slots
+                    .iter_mut()
+                    .filter(|s| s.terminate == Some(TerminateReason::SpotInterrupted) && s.job == Some(job))
+                {
+                    s.job = None;
+                }
+            }
         }
+        let dead_claims =
+            if input.mode == Mode::Reconcile { self.found_dead_claims(&claims) } else { Vec::new() };
+        drop(claims);
         let free_left: Vec<usize> = (0..free.len()).filter(|&k| !taken[k]).map(|k| free[k]).collect();
 
         let target = warm_target(&cfg.warm_pool, cfg.max_runners, now);
