@@ -33,7 +33,8 @@ pub struct TopUp {
 /// The message that asks the pool's next batch to replace an instance that died holding a
 /// queued job's earmark (see [`planner`]'s module docs). The state-change handler sends it when
 /// the instance goes, and reconcile as a backstop; both put it in the pool's FIFO group, behind
-/// any start or completion its runner reported, so the batch sees those first.
+/// any start or completion its runner reported, so the batch sees those first. IAM:
+/// `sqs:SendMessage` on the scale queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplaceDead {
     pub pool: PoolName,
