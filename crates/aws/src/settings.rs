@@ -45,3 +45,16 @@ pub async fn read_value(
     }
     inline_var.and_then(env_var).map(Secret::new).ok_or(SettingsError::Missing(missing))
 }
+
+/// The pool configuration, as both Lambdas read it: the SSM parameter named by
+/// `HANGAR_CONFIG_PARAMETER` (IAM: `ssm:GetParameter`), else the file named by
+/// `HANGAR_CONFIG_FILE`.
+pub const CONFIG_PARAMETER: &str = "HANGAR_CONFIG_PARAMETER";
+pub const CONFIG_FILE: &str = "HANGAR_CONFIG_FILE";
+
+pub async fn read_config(ssm: &SsmConfigSource) -> Result<hangar_core::config::Config, SettingsError> {
+    let text =
+        read_value(ssm, CONFIG_PARAMETER, CONFIG_FILE, None, "HANGAR_CONFIG_PARAMETER or HANGAR_CONFIG_FILE")
+            .await?;
+    Ok(hangar_core::config::Config::from_yaml(text.expose())?)
+}

@@ -8,8 +8,7 @@ use hangar_core::secret::Secret;
 
 /// Names of the environment variables the scaler reads.
 pub mod env {
-    pub const CONFIG_PARAMETER: &str = "HANGAR_CONFIG_PARAMETER";
-    pub const CONFIG_FILE: &str = "HANGAR_CONFIG_FILE";
+    pub use hangar_aws::settings::{CONFIG_FILE, CONFIG_PARAMETER};
     pub const APP_KEY_PARAMETER: &str = "HANGAR_GITHUB_APP_KEY_PARAMETER";
     pub const APP_KEY_FILE: &str = "HANGAR_GITHUB_APP_KEY_FILE";
     /// Overrides the config's `github.api_url` (the simulator in local runs).
@@ -54,15 +53,7 @@ use hangar_aws::settings::env_var as get;
 
 impl Settings {
     pub async fn load(ssm: &SsmConfigSource) -> Result<Self, SettingsError> {
-        let text = read_value(
-            ssm,
-            env::CONFIG_PARAMETER,
-            env::CONFIG_FILE,
-            None,
-            "HANGAR_CONFIG_PARAMETER or HANGAR_CONFIG_FILE",
-        )
-        .await?;
-        let mut config = Config::from_yaml(text.expose())?;
+        let mut config = hangar_aws::settings::read_config(ssm).await?;
         if let Some(lt) = get(env::LAUNCH_TEMPLATE_ID) {
             for p in config.pools.iter_mut().filter(|p| p.launch_template.is_none()) {
                 p.launch_template = Some(lt.clone());

@@ -8,8 +8,7 @@ use hangar_core::secret::Secret;
 
 /// Names of the environment variables the webhook reads.
 pub mod env {
-    pub const CONFIG_PARAMETER: &str = "HANGAR_CONFIG_PARAMETER";
-    pub const CONFIG_FILE: &str = "HANGAR_CONFIG_FILE";
+    pub use hangar_aws::settings::{CONFIG_FILE, CONFIG_PARAMETER};
     pub const SECRET_PARAMETER: &str = "HANGAR_WEBHOOK_SECRET_PARAMETER";
     pub const SECRET_FILE: &str = "HANGAR_WEBHOOK_SECRET_FILE";
     /// Local runs only; in AWS use the SecureString parameter.
@@ -31,15 +30,7 @@ pub struct Settings {
 
 impl Settings {
     pub async fn load(ssm: &SsmConfigSource) -> Result<Self, SettingsError> {
-        let text = read_value(
-            ssm,
-            env::CONFIG_PARAMETER,
-            env::CONFIG_FILE,
-            None,
-            "HANGAR_CONFIG_PARAMETER or HANGAR_CONFIG_FILE",
-        )
-        .await?;
-        let config = Config::from_yaml(text.expose())?;
+        let config = hangar_aws::settings::read_config(ssm).await?;
         let secrets = read_value(
             ssm,
             env::SECRET_PARAMETER,
