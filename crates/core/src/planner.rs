@@ -25,6 +25,12 @@
 //! job started or finished meanwhile, its claim moved to a live instance, or the dead instance
 //! was replaced already. Each dead instance is replaced at most once.
 //!
+//! The same message serves a job *displaced* while the pool is full: job J starts on the
+//! instance earmarked for K, J had no earmark of its own to hand on, and there is no headroom to
+//! launch for K. Nothing on the tags says K still needs a runner (a label on a dead instance
+//! even reads as its launch), so the plan lists a displaced claim, which the scaler queues and
+//! a later batch replaces, unless K is held or has run by then.
+//!
 //! # Executing a plan
 //! Actions come ordered: tags of finished instances whose tags missed their job and untags of stale
 //! earmarks on instances about to go, terminations,
@@ -71,13 +77,20 @@ pub mod metric_names {
     pub const EARMARKS_REPLACED: &str = "EarmarksReplaced";
     /// Reconcile found instances that died holding a queued job's earmark, not yet replaced.
     pub const DEAD_EARMARKS: &str = "DeadEarmarks";
+    /// Jobs whose earmark another job took while the pool was full: a claim was queued for each.
+    pub const EARMARKS_DISPLACED: &str = "EarmarksDisplaced";
 }
 
-/// A queued job whose earmarked instance died before running it (see the module docs).
+/// A queued job whose earmarked instance died before running it, or (`displaced`) whose
+/// earmark another job took while the pool was full (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DeadClaim {
     pub job: JobId,
     pub instance: InstanceId,
+    /// The instance is not dead: another job took it (or this plan terminated it after the
+    /// claim was handed to it). The claim is moot only while the instance still holds the job.
+    #[serde(default)]
+    pub displaced: bool,
 }
 
 /// Which invocation is planning. `HandleBatch` handles the batch's messages, launches for
@@ -223,8 +236,9 @@ pub struct Plan {
     /// warm pool or a later launch will serve it (no tag can hold it). Jobs of dead claims that
     /// found the pool full are listed here too.
     pub unserved: Vec<JobId>,
-    /// Reconcile only: instances that died holding an earmark and are not replaced yet. The
-    /// scaler queues one message each in the pool's group; the batch that takes it replaces them.
+    /// Claims to queue, one message each in the pool's group, for the batch that takes it to
+    /// replace: reconcile's instances that died holding an earmark and are not replaced yet, and
+    /// (`displaced`) a batch's jobs whose earmark another job took while the pool was full.
     pub dead_claims: Vec<DeadClaim>,
     pub warm_target: u32,
     pub metrics: Vec<MetricRecord>,
@@ -357,7 +371,8 @@ struct Planner<'a> {
     /// Jobs in `demand` that lost their live claim in this batch (displaced by another job, or
     /// handed to an instance this plan terminates). A label on a dead instance is not their
     /// launch: they need capacity now.
-    heirs: Set<JobId>,
+    /// Each maps to the instance that lost the claim.
+    heirs: Map<JobId, usize>,
     /// GitHub's runners of this pool by instance id: (online, busy). Reconcile only.
     runners_by_instance: Map<&'a str, (bool, bool)>,
     /// Jobs whose instance died before they started: re-homed on free capacity, never launched
@@ -441,7 +456,7 @@ impl<'a> Planner<'a> {
             by_id,
             settled: Set::default(),
             demand: Vec::new(),
-            heirs: Set::default(),
+            heirs: Map::default(),
             runners_by_instance,
             rehome: Vec::new(),
             reruns: Vec::new(),
@@ -480,7 +495,7 @@ impl<'a> Planner<'a> {
         slot.status = Status::Busy;
         slot.job = Some(job);
         slot.started = true;
-        self.release_earmarks(job, displaced);
+        self.release_earmarks(job, displaced.map(|k| (k, x)));
     }
 
     /// Job `job` ran on slot `x`, which has died since. If it died still tagged with another
@@ -494,7 +509,7 @@ impl<'a> Planner<'a> {
             slot.job = Some(job);
             slot.ran_dead = true;
         }
-        self.release_earmarks(job, displaced);
+        self.release_earmarks(job, displaced.map(|k| (k, x)));
     }
 
     /// Which jobs hold a claim that still counts: on a live instance (earmarked or busy), or on
@@ -524,9 +539,17 @@ impl<'a> Planner<'a> {
             if claims.replaced.contains(c.instance.as_str()) {
                 continue;
             }
-            // Listed alive (a false report), or its label moved on since: nothing died with it.
             if let Some(&i) = self.by_id.get(c.instance.as_str()) {
-                if self.slots[i].alive() || self.slots[i].job != Some(c.job) {
+                let s = &self.slots[i];
+                let moot = if c.displaced {
+                    // The instance still holds the job: the start that took it was never applied.
+                    s.alive() && s.job == Some(c.job)
+                } else {
+                    // Listed alive (a false report), or its label moved on since: nothing died
+                    // with it.
+                    s.alive() || s.job != Some(c.job)
+                };
+                if moot {
                     continue;
                 }
             }
@@ -565,20 +588,24 @@ impl<'a> Planner<'a> {
                         && o.terminate.is_none()
                         && (o.alive() || o.inst.lifecycle == Lifecycle::Busy)
                 });
-                (holding && !held_elsewhere).then(|| DeadClaim { job, instance: s.inst.id.clone() })
+                (holding && !held_elsewhere).then(|| DeadClaim {
+                    job,
+                    instance: s.inst.id.clone(),
+                    displaced: false,
+                })
             })
             .collect()
     }
 
     /// `job` no longer needs the capacity earmarked for it; hand it to `heir` (a job that lost its
-    /// own instance) or free it.
-    fn release_earmarks(&mut self, job: JobId, mut heir: Option<JobId>) {
+    /// own instance, with that instance's slot) or free it.
+    fn release_earmarks(&mut self, job: JobId, mut heir: Option<(JobId, usize)>) {
         for s in self.slots.iter_mut().filter(|s| s.holds_earmark() && s.job == Some(job)) {
-            s.job = heir.take();
+            s.job = heir.take().map(|(k, _)| k);
         }
-        if let Some(k) = heir {
+        if let Some((k, lost)) = heir {
             self.demand.push(k);
-            self.heirs.insert(k);
+            self.heirs.entry(k).or_insert(lost);
         }
     }
 
@@ -753,30 +780,40 @@ impl<'a> Planner<'a> {
         labelled.extend(self.slots.iter().filter_map(|s| s.label_after()));
         // A claim handed in this batch to an instance this plan terminates dies with it: that job
         // needs capacity again.
-        let orphaned: Vec<JobId> = self
+        let orphaned: Vec<(JobId, usize)> = self
             .slots
             .iter()
-            .filter(|s| s.terminate.is_some() && s.label_after() != s.job)
-            .filter_map(|s| s.job)
+            .enumerate()
+            .filter(|(_, s)| s.terminate.is_some() && s.label_after() != s.job)
+            .filter_map(|(x, s)| s.job.map(|j| (j, x)))
             .collect();
-        self.heirs.extend(orphaned.iter().copied());
-        self.demand.extend(orphaned);
-        let mut live_labels: Set<JobId> = Set::with_capacity_and_hasher(self.slots.len(), Default::default());
-        live_labels
+        for (j, x) in orphaned {
+            self.heirs.entry(j).or_insert(x);
+            self.demand.push(j);
+        }
+        let mut held_or_ran: Set<JobId> = Set::with_capacity_and_hasher(self.slots.len(), Default::default());
+        held_or_ran
             .extend(self.slots.iter().filter(|s| s.alive() && s.terminate.is_none()).filter_map(|s| s.job));
+        // A dead instance tagged busy ran its job: that job needs nothing, heir or not.
+        held_or_ran.extend(
+            self.slots
+                .iter()
+                .filter(|s| !s.alive() && s.inst.lifecycle == Lifecycle::Busy)
+                .filter_map(|s| s.job),
+        );
         // A job replaced for a dead instance in this batch has its launch.
         let mut seen: Set<JobId> = replace.iter().map(|c| c.job).collect();
         let wanted: Vec<JobId> = std::mem::take(&mut self.demand)
             .into_iter()
             .filter(|j| {
                 let had_launch =
-                    if self.heirs.contains(j) { live_labels.contains(j) } else { labelled.contains(j) };
+                    if self.heirs.contains_key(j) { held_or_ran.contains(j) } else { labelled.contains(j) };
                 !self.settled.contains(j) && !had_launch && seen.insert(*j)
             })
             .collect();
         let rehome: Vec<JobId> = std::mem::take(&mut self.rehome)
             .into_iter()
-            .filter(|j| !self.settled.contains(j) && !live_labels.contains(j) && seen.insert(*j))
+            .filter(|j| !self.settled.contains(j) && !held_or_ran.contains(j) && seen.insert(*j))
             .collect();
 
         let free = self.free_slots();
@@ -814,7 +851,7 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        let dead_claims =
+        let mut dead_claims =
             if input.mode == Mode::Reconcile { self.found_dead_claims(&claims) } else { Vec::new() };
         drop(claims);
         let free_left: Vec<usize> = (0..free.len()).filter(|&k| !taken[k]).map(|k| free[k]).collect();
@@ -853,6 +890,13 @@ impl<'a> Planner<'a> {
         let n_jobs = (uncovered.len() as u32).min(headroom);
         headroom -= n_jobs;
         let mut unserved = uncovered.split_off(n_jobs as usize);
+        // A job that lost its earmark in this plan and found the pool full has nothing left on
+        // the tags that says it still needs a runner (a label on a dead instance would even
+        // read as its launch), so the scaler queues a claim for it, as for a dead instance.
+        dead_claims.extend(unserved.iter().filter_map(|j| {
+            let &x = self.heirs.get(j)?;
+            Some(DeadClaim { job: *j, instance: self.slots[x].inst.id.clone(), displaced: true })
+        }));
         unserved.extend(replace_unserved);
         let launch_jobs = uncovered;
         let n_warm = target.saturating_sub(free_after).min(headroom);
@@ -973,7 +1017,8 @@ impl<'a> Planner<'a> {
             (metric_names::JIT_PARAMETERS_DELETED, n_params),
             (metric_names::SPOT_RERUNS, n_reruns),
             (metric_names::EARMARKS_REPLACED, n_replace as u64),
-            (metric_names::DEAD_EARMARKS, dead_claims.len() as u64),
+            (metric_names::DEAD_EARMARKS, dead_claims.iter().filter(|c| !c.displaced).count() as u64),
+            (metric_names::EARMARKS_DISPLACED, dead_claims.iter().filter(|c| c.displaced).count() as u64),
         ];
         for (name, v) in counts {
             // Gauges always; counters only when something happened, except pool exhaustion on the

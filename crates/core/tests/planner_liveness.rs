@@ -246,7 +246,11 @@ fn check(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     let idle_runner = sim.world.runners.iter().any(|r| r.name == i.runner_name() && !r.busy);
                     if report {
                         if let (true, Some(job)) = (idle_runner, i.died_holding_earmark()) {
-                            sim.outbox.push(Msg::Dead(DeadClaim { job, instance: i.id.clone() }));
+                            sim.outbox.push(Msg::Dead(DeadClaim {
+                                job,
+                                instance: i.id.clone(),
+                                displaced: false,
+                            }));
                         }
                         sim.world.runners.retain(|r| r.name != i.runner_name());
                     }

@@ -779,3 +779,65 @@ fn a_job_that_finished_earlier_in_the_batch_inherits_no_earmark() {
         "{p:#?}"
     );
 }
+
+#[test]
+fn a_job_whose_earmark_is_taken_at_the_cap_gets_a_claim_that_a_later_batch_serves() {
+    use hangar_core::planner::DeadClaim;
+    use Lifecycle::*;
+    let pool = pool(1, 0);
+    // Job 10's runner is taken by job 20, which had no earmark; the pool is full.
+    let mut w = World::new(vec![inst(1, Idle, 100).job(10)]);
+    // A stale label on a dead instance would read as job 10's launch to a plain `ScaleUp`.
+    w.instances.push(inst(2, Pending, 100).job(10).ec2(Ec2State::Terminated));
+    let p = batch(&pool, &w, &[started(20, Some(runner_name(1)))]);
+    assert_eq!(p.actions, vec![Action::TagBusy { instance: iid(1), job: JobId(20) }]);
+    assert_eq!(p.unserved, jobs(&[10]));
+    let claim = DeadClaim { job: JobId(10), instance: iid(1), displaced: true };
+    assert_eq!(p.dead_claims, vec![claim.clone()]);
+    assert_eq!(p.metric(metric_names::EARMARKS_DISPLACED), Some(1.0));
+    assert_eq!(p.metric(metric_names::DEAD_EARMARKS), None);
+    w.apply(&p.actions, t0());
+
+    // The requeued `ScaleUp` alone finds the dead label and launches nothing: the claim is what
+    // remembers the job.
+    let mut free = w.clone();
+    free.instances[0].ec2_state = Ec2State::Terminated; // job 20 finished; capacity is back
+    assert_eq!(launches(&batch(&pool, &free, &[queued(10)]), LaunchReason::Job).0, 0);
+    let later = plan(
+        &PlanInput::batch(&pool, &free.instances, &[queued(10)], t0())
+            .with_dead_claims(std::slice::from_ref(&claim)),
+    );
+    let replaced: Vec<_> = later
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Replace { job, dead, .. } => Some((*job, dead.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(replaced, vec![(JobId(10), iid(1))]);
+    assert_eq!(later.launch_count(), 1, "the ScaleUp adds nothing to the replacement: {later:#?}");
+
+    // Still full: the claim waits (and the scaler requeues it).
+    let full = plan(
+        &PlanInput::batch(&pool, &w.instances, &[], t0()).with_dead_claims(std::slice::from_ref(&claim)),
+    );
+    assert_eq!(full.launch_count(), 0);
+    assert_eq!(full.unserved, jobs(&[10]));
+
+    // Moot once served: the job has a live earmark elsewhere.
+    let mut served = free.clone();
+    served.instances.push(inst(3, Pending, 10).job(10));
+    let p = plan(
+        &PlanInput::batch(&pool, &served.instances, &[], t0()).with_dead_claims(std::slice::from_ref(&claim)),
+    );
+    assert_eq!(p.launch_count(), 0);
+    assert!(p.unserved.is_empty());
+    // Moot if the start that took the runner was never applied: it still holds job 10.
+    let untouched = World::new(vec![inst(1, Idle, 100).job(10)]);
+    let p = plan(
+        &PlanInput::batch(&pool, &untouched.instances, &[], t0())
+            .with_dead_claims(std::slice::from_ref(&claim)),
+    );
+    assert!(p.actions.is_empty() && p.unserved.is_empty(), "{p:#?}");
+}

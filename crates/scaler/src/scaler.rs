@@ -33,7 +33,8 @@ pub struct TopUp {
 /// The message that asks the pool's next batch to replace an instance that died holding a
 /// queued job's earmark (see [`planner`]'s module docs). The state-change handler sends it when
 /// the instance goes, and reconcile as a backstop; both put it in the pool's FIFO group, behind
-/// any start or completion its runner reported, so the batch sees those first. IAM:
+/// any start or completion its runner reported, so the batch sees those first. A batch sends
+/// one (`displaced`) for a job whose earmark another job took while the pool was full. IAM:
 /// `sqs:SendMessage` on the scale queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplaceDead {
@@ -49,13 +50,15 @@ impl ReplaceDead {
             pool: self.pool.clone(),
             job: self.claim.job,
             instance: self.claim.instance.clone(),
+            displaced: self.claim.displaced,
             requeues: self.requeues,
         })
         .expect("serialises")
     }
 
     pub fn outbound(&self) -> OutboundMessage {
-        let mut dedup_id = format!("replace-{}-{}", self.claim.instance, self.claim.job);
+        let kind = if self.claim.displaced { "displaced" } else { "replace" };
+        let mut dedup_id = format!("{kind}-{}-{}", self.claim.instance, self.claim.job);
         if self.requeues > 0 {
             dedup_id.push_str(&format!("-r{}", self.requeues));
         }
@@ -74,6 +77,8 @@ enum ScalerMessage {
         job: JobId,
         instance: InstanceId,
         #[serde(default)]
+        displaced: bool,
+        #[serde(default)]
         requeues: u32,
     },
 }
@@ -85,13 +90,13 @@ fn parse_scaler_message(body: &str) -> Option<Inbound> {
     }
     Some(match serde_json::from_str(body).ok()? {
         ScalerMessage::WarmPoolTopUp { pool } => Inbound::TopUp(pool),
-        ScalerMessage::ReplaceDead { pool, job, instance, requeues } => {
+        ScalerMessage::ReplaceDead { pool, job, instance, displaced, requeues } => {
             // Only ids EC2 could have issued: the id goes into a tag and a dedup id.
             let hex = instance.as_str().strip_prefix("i-")?;
             if hex.is_empty() || hex.len() > 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return None;
             }
-            Inbound::Replace(ReplaceDead { pool, claim: DeadClaim { job, instance }, requeues })
+            Inbound::Replace(ReplaceDead { pool, claim: DeadClaim { job, instance, displaced }, requeues })
         }
     })
 }
@@ -410,6 +415,19 @@ impl Scaler {
                     Err(e) => {
                         tracing::warn!(pool = %pool.name, job_id = %r.claim.job, error = %e, "requeue failed; the message is retried")
                     }
+                }
+            }
+        }
+        // Nothing on the tags remembers a job that lost its earmark while the pool was full; a
+        // lost send is logged, and only the warm pool or a later launch serves that job.
+        for claim in &plan.dead_claims {
+            let msg = ReplaceDead { pool: pool.name.clone(), claim: claim.clone(), requeues: 0 };
+            match self.p.queue.send(&msg.outbound()).await {
+                Ok(()) => {
+                    tracing::info!(pool = %pool.name, job_id = %claim.job, instance = %claim.instance, "earmark taken at max_runners; claim queued")
+                }
+                Err(e) => {
+                    tracing::error!(pool = %pool.name, job_id = %claim.job, error = %e, "could not queue a displaced job's claim")
                 }
             }
         }
@@ -744,7 +762,7 @@ impl Scaler {
                     if let Some(job) = job {
                         let msg = ReplaceDead {
                             pool: pool.clone(),
-                            claim: DeadClaim { job, instance: id.clone() },
+                            claim: DeadClaim { job, instance: id.clone(), displaced: false },
                             requeues: 0,
                         };
                         if let Err(e) = self.p.queue.send(&msg.outbound()).await {
@@ -922,7 +940,7 @@ impl Scaler {
                 if !r.busy {
                     let msg = ReplaceDead {
                         pool: inst.pool.clone(),
-                        claim: DeadClaim { job, instance: id.clone() },
+                        claim: DeadClaim { job, instance: id.clone(), displaced: false },
                         requeues: 0,
                     };
                     self.p.queue.send(&msg.outbound()).await?;
@@ -970,7 +988,7 @@ mod tests {
     fn replace(job: u64, instance: &str) -> ReplaceDead {
         ReplaceDead {
             pool: PoolName::from("linux"),
-            claim: DeadClaim { job: JobId(job), instance: InstanceId::from(instance) },
+            claim: DeadClaim { job: JobId(job), instance: InstanceId::from(instance), displaced: false },
             requeues: 0,
         }
     }
@@ -988,6 +1006,29 @@ mod tests {
         let again = ReplaceDead { requeues: 3, ..r };
         assert_eq!(again.outbound().dedup_id, "replace-i-0abc123def4567890-42-r3");
         assert!(TopUp::parse(&out.body).is_none(), "a replacement is not a top-up");
+    }
+
+    #[test]
+    fn a_displaced_claim_round_trips_and_never_shares_a_dead_claims_dedup_id() {
+        let dead = replace(42, "i-0abc");
+        let displaced =
+            ReplaceDead { claim: DeadClaim { displaced: true, ..dead.claim.clone() }, ..dead.clone() };
+        let out = displaced.outbound();
+        assert_eq!(out.dedup_id, "displaced-i-0abc-42");
+        assert_ne!(out.dedup_id, dead.outbound().dedup_id);
+        match parse_scaler_message(&out.body) {
+            Some(Inbound::Replace(back)) => assert_eq!(back, displaced),
+            other => panic!("{other:?}"),
+        }
+        // A message from before the flag existed reads as a dead instance's claim.
+        let old = r#"{"kind":"replace_dead","pool":"linux","job":42,"instance":"i-0abc","requeues":0}"#;
+        match parse_scaler_message(old) {
+            Some(Inbound::Replace(back)) => assert_eq!(back, dead),
+            other => panic!("{other:?}"),
+        }
+        let hostile =
+            r#"{"kind":"replace_dead","pool":"linux","job":42,"instance":"i-0abc","displaced":"yes"}"#;
+        assert!(parse_scaler_message(hostile).is_none());
     }
 
     #[test]
