@@ -345,6 +345,30 @@ impl Scaler {
             })
             .collect();
         let plan = planner::plan(&PlanInput::batch(pool, &instances, &messages, now).with_dead_claims(&dead));
+        // Which job each launch is for, and what the batch said: enough to tell afterwards why
+        // an instance was launched. Ids and runner names only.
+        let launch_jobs: Vec<u64> = plan
+            .actions
+            .iter()
+            .flat_map(|a| match a {
+                Action::Launch { jobs, .. } => jobs.iter().map(|j| j.0).collect(),
+                Action::Replace { job, .. } => vec![job.0],
+                _ => vec![],
+            })
+            .collect();
+        if !launch_jobs.is_empty() {
+            let said: Vec<String> = messages
+                .iter()
+                .map(|m| match m {
+                    QueueMessage::ScaleUp(j) => format!("queued:{}", j.job_id),
+                    QueueMessage::JobStarted(j) => {
+                        format!("started:{}@{}", j.job_id, j.runner_name.as_ref().map_or("-", |r| r.as_str()))
+                    }
+                    QueueMessage::JobCompleted(j) => format!("completed:{}", j.job_id),
+                })
+                .collect();
+            tracing::info!(pool = %pool.name, jobs = ?launch_jobs, messages = ?said, "launching for jobs");
+        }
         let ctx = JobContext::from_items(&items);
         let exec = self.execute(pool, &instances, &messages, &plan, Mode::HandleBatch, &ctx).await;
         self.p.metrics.emit(&plan.metrics, now);

@@ -34,7 +34,8 @@
 //!   - at: 10
 //!     kill_scaler: {}                        # kill one scaler process mid-invocation
 //!   - at: 0
-//!     duplicate_webhooks: { until: 60 }      # redeliver every delivery sent before `until`
+//!     duplicate_webhooks: { until: 60, after: 30 }  # redeliver every delivery sent before
+//!                                            # `until`, `after` trace seconds later (default 0)
 //!   - at: 3
 //!     hostile_webhooks: { count: 20 }        # unsigned and badly signed deliveries
 //! ```
@@ -175,6 +176,11 @@ pub struct KillScaler {}
 #[serde(deny_unknown_fields)]
 pub struct Until {
     pub until: f64,
+    /// Trace seconds between a delivery and its duplicate. A duplicate sent after the original's
+    /// queue message was consumed is not deduplicated by SQS (its window is 5 minutes, a GitHub
+    /// redelivery can come later), so the scaler itself must refuse it.
+    #[serde(default)]
+    pub after: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -305,6 +311,11 @@ impl Trace {
                 FaultAction::DuplicateWebhooks(u) if !(u.until.is_finite() && u.until >= f.at) => {
                     return Err(invalid(format!("faults[{i}].until"), "must not be before `at`"));
                 }
+                FaultAction::DuplicateWebhooks(u)
+                    if !(u.after.is_finite() && (0.0..=3600.0).contains(&u.after)) =>
+                {
+                    return Err(invalid(format!("faults[{i}].after"), "must be 0 to 3600 trace seconds"));
+                }
                 _ => {}
             }
         }
@@ -380,6 +391,18 @@ mod tests {
                 "name: t\njobs: [{at: 0, repo: o/r, labels: [x], duration: 1, run_attempt: 0}]\n",
                 "jobs[0].run_attempt",
             ),
+            (
+                "name: t\njobs: [{at: 0, repo: o/r, labels: [x], duration: 1}]\nfaults: [{at: 5, duplicate_webhooks: {until: 4}}]\n",
+                "faults[0].until",
+            ),
+            (
+                "name: t\njobs: [{at: 0, repo: o/r, labels: [x], duration: 1}]\nfaults: [{at: 0, duplicate_webhooks: {until: 4, after: -1}}]\n",
+                "faults[0].after",
+            ),
+            (
+                "name: t\njobs: [{at: 0, repo: o/r, labels: [x], duration: 1}]\nfaults: [{at: 0, duplicate_webhooks: {until: 4, after: .nan}}]\n",
+                "faults[0].after",
+            ),
         ];
         for (text, field) in cases {
             match Trace::from_yaml(text) {
@@ -401,5 +424,8 @@ mod tests {
             matches!(&t.faults[0].action, FaultAction::Aws(crate::fault_proxy::Fault::Error { code, .. }) if code == "RequestLimitExceeded")
         );
         assert!(matches!(&t.faults[2].action, FaultAction::KillScaler(_)));
+        assert!(
+            matches!(&t.faults[3].action, FaultAction::DuplicateWebhooks(u) if u.until == 9.0 && u.after == 0.0)
+        );
     }
 }

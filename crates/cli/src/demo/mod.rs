@@ -545,9 +545,9 @@ async fn run_cloud(
             Arc::clone(&invoker),
             Arc::clone(&extra),
         );
-        let until = match &f.action {
-            FaultAction::DuplicateWebhooks(u) => Some(trace.real(u.until)),
-            _ => None,
+        let (until, after) = match &f.action {
+            FaultAction::DuplicateWebhooks(u) => (Some(trace.real(u.until)), trace.real(u.after)),
+            _ => (None, Duration::ZERO),
         };
         let webhook_url = webhook_url.clone();
         tasks.push(tokio::spawn(async move {
@@ -590,22 +590,28 @@ async fn run_cloud(
                 }
                 FaultAction::DuplicateWebhooks(_) => {
                     let until = replay_start + until.unwrap_or_default();
+                    // Deliveries carry wall-clock times; the cut-off is on the same clock.
+                    let until_wall = chrono::Utc::now()
+                        + chrono::Duration::from_std(until.saturating_duration_since(Instant::now()))
+                            .unwrap_or_default();
+                    let delay = chrono::Duration::from_std(after).unwrap_or_default();
                     let mut done: HashSet<u64> = HashSet::new();
                     loop {
-                        let now = Instant::now();
-                        let pending: Vec<u64> = sim
+                        let now = chrono::Utc::now();
+                        let due: Vec<u64> = sim
                             .deliveries()
                             .into_iter()
-                            .filter(|d| !d.redelivery && d.delivered_at.is_some() && !done.contains(&d.id))
+                            .filter(|d| !d.redelivery && !done.contains(&d.id))
+                            .filter(|d| d.delivered_at.is_some_and(|t| t <= until_wall && t + delay <= now))
                             .map(|d| d.id)
                             .collect();
-                        for id in pending {
+                        for id in due {
                             done.insert(id);
-                            if now <= until && sim.redeliver(id).is_ok() {
+                            if sim.redeliver(id).is_ok() {
                                 bump("duplicate_deliveries", 1);
                             }
                         }
-                        if now > until {
+                        if now > until_wall + delay {
                             break;
                         }
                         tokio::time::sleep(Duration::from_millis(200)).await;
