@@ -36,6 +36,10 @@ pub struct TopUp {
 /// any start or completion its runner reported, so the batch sees those first. A batch sends
 /// one (`displaced`) for a job whose earmark another job took while the pool was full. IAM:
 /// `sqs:SendMessage` on the scale queue.
+/// Tag writes of one plan in flight at once: enough to hide EC2's latency for a batch of ten
+/// events, well under EC2's CreateTags request rate.
+const TAG_CONCURRENCY: usize = 8;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplaceDead {
     pub pool: PoolName,
@@ -323,6 +327,9 @@ impl Scaler {
     async fn handle_pool_batch(&self, pool: &PoolConfig, items: Vec<Item>) -> Vec<String> {
         let all = || items.iter().map(|i| i.message_id.clone()).collect::<Vec<_>>();
         let now = self.p.clock.now();
+        // Wall time of the batch's steps: a pool's FIFO group waits for the whole batch, so
+        // this is most of a queued job's wait before its instance boots.
+        let started = std::time::Instant::now();
         let instances = match self.p.fleet.describe_pool(&pool.name).await {
             Ok(i) => i,
             Err(e) => {
@@ -370,7 +377,9 @@ impl Scaler {
             tracing::info!(pool = %pool.name, jobs = ?launch_jobs, messages = ?said, "launching for jobs");
         }
         let ctx = JobContext::from_items(&items);
+        let described = started.elapsed();
         let exec = self.execute(pool, &instances, &messages, &plan, Mode::HandleBatch, &ctx).await;
+        let executed = started.elapsed();
         self.p.metrics.emit(&plan.metrics, now);
         if !plan.unserved.is_empty() {
             tracing::info!(pool = %pool.name, unserved = plan.unserved.len(), "pool at max_runners; jobs wait for capacity");
@@ -480,6 +489,9 @@ impl Scaler {
             failed = failed.len(),
             launched = exec.launched,
             actions = plan.actions.len(),
+            describe_ms = described.as_millis() as u64,
+            execute_ms = (executed - described).as_millis() as u64,
+            total_ms = started.elapsed().as_millis() as u64,
             "batch handled"
         );
         failed
@@ -499,7 +511,23 @@ impl Scaler {
         let mut ex = Execution::default();
         let mut terminate_failed = false;
         let now = self.p.clock.now();
-        for action in &plan.actions {
+        // Tag writes come in runs (before terminations, and after the cleanup); each is one
+        // CreateTags/DeleteTags on its own instance, so a run is written concurrently.
+        let is_tag = |a: &Action| matches!(a, Action::TagBusy { .. } | Action::Earmark { .. });
+        let mut runs: Vec<&[Action]> = Vec::new();
+        let mut rest = &plan.actions[..];
+        while let Some(first) = rest.first() {
+            let n = if is_tag(first) { rest.iter().take_while(|a| is_tag(a)).count() } else { 1 };
+            let (run, tail) = rest.split_at(n);
+            runs.push(run);
+            rest = tail;
+        }
+        for run in runs {
+            if is_tag(&run[0]) {
+                self.write_tags(run, instances, &mut ex).await;
+                continue;
+            }
+            let action = &run[0];
             match action {
                 Action::Terminate { ids, reason } => match self.p.fleet.terminate(ids).await {
                     Ok(()) => {
@@ -546,20 +574,7 @@ impl Scaler {
                         }
                     }
                 }
-                Action::TagBusy { instance, job } => {
-                    if let Err(e) = self.p.fleet.set_lifecycle(instance, Lifecycle::Busy, Some(*job)).await {
-                        ex.failed_jobs.insert(*job);
-                        ex.errors.push(e);
-                    }
-                }
-                Action::Earmark { instance, lifecycle, job } => {
-                    if let Err(e) = self.p.fleet.set_lifecycle(instance, *lifecycle, *job).await {
-                        // The job gaining the earmark, or (when it is cleared) the one losing it.
-                        let lost = instances.iter().find(|i| &i.id == instance).and_then(|i| i.job_id);
-                        ex.failed_jobs.extend(job.or(lost));
-                        ex.errors.push(e);
-                    }
-                }
+                Action::TagBusy { .. } | Action::Earmark { .. } => unreachable!("written as runs above"),
                 Action::RerunJob { repository, job, run_attempt, .. } => {
                     if let Err(e) = self.rerun(pool, repository, *job, *run_attempt).await {
                         ex.failed_jobs.insert(*job);
@@ -627,6 +642,42 @@ impl Scaler {
             .send(&OutboundMessage { body, group_id: pool.name.to_string(), dedup_id })
             .await
             .inspect(|_| tracing::info!(pool = %pool.name, "warm pool short; top-up queued"))
+    }
+
+    /// Writes a run of `TagBusy`/`Earmark` actions, at most [`TAG_CONCURRENCY`] at a time. IAM:
+    /// `ec2:CreateTags`, `ec2:DeleteTags`.
+    async fn write_tags(&self, run: &[Action], instances: &[ObservedInstance], ex: &mut Execution) {
+        let results: Vec<(&Action, Result<(), PortError>)> = stream::iter(run)
+            .map(|a| async move {
+                let r = match a {
+                    Action::TagBusy { instance, job } => {
+                        self.p.fleet.set_lifecycle(instance, Lifecycle::Busy, Some(*job)).await
+                    }
+                    Action::Earmark { instance, lifecycle, job } => {
+                        self.p.fleet.set_lifecycle(instance, *lifecycle, *job).await
+                    }
+                    _ => Ok(()),
+                };
+                (a, r)
+            })
+            .buffer_unordered(TAG_CONCURRENCY)
+            .collect()
+            .await;
+        for (a, r) in results {
+            let Err(e) = r else { continue };
+            match a {
+                Action::TagBusy { job, .. } => {
+                    ex.failed_jobs.insert(*job);
+                }
+                Action::Earmark { instance, job, .. } => {
+                    // The job gaining the earmark, or (when it is cleared) the one losing it.
+                    let lost = instances.iter().find(|i| &i.id == instance).and_then(|i| i.job_id);
+                    ex.failed_jobs.extend(job.or(lost));
+                }
+                _ => {}
+            }
+            ex.errors.push(e);
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
