@@ -73,8 +73,10 @@ pub struct DemoArgs {
     /// Real seconds an instance waits for its JIT parameter (600 on a real runner).
     #[arg(long, default_value_t = 30.0)]
     pub jit_deadline: f64,
-    /// Real seconds to wait, after the last arrival and the longest job, for jobs to finish.
-    #[arg(long, default_value_t = 120.0)]
+    /// Real seconds to wait, after the last arrival and the longest job, for jobs to finish. A
+    /// run ends as soon as every job has; the default leaves room for GitHub's secondary rate
+    /// limit (80 JIT configs a minute) to pace a 200-job burst.
+    #[arg(long, default_value_t = 480.0)]
     pub settle_timeout: f64,
     /// Real seconds to wait for the drained pools to empty.
     #[arg(long, default_value_t = 90.0)]
