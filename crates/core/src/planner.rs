@@ -29,14 +29,17 @@
 //! instance earmarked for K, J had no earmark of its own to hand on, and there is no headroom to
 //! launch for K. Nothing on the tags says K still needs a runner (a label on a dead instance
 //! even reads as its launch), so the plan lists a displaced claim, which the scaler queues and
-//! a later batch replaces, unless K is held or has run by then.
+//! a later batch replaces, unless K is held or has run by then. The cost: when runners swap
+//! jobs and die before their starts are handled, K may have run on a dead instance whose tags
+//! never said so, and the replacement idles out. Launches stay bounded by one per death.
 //!
 //! # Executing a plan
 //! Actions come ordered: tags of finished instances whose tags missed their job and untags of stale
 //! earmarks on instances about to go, terminations,
-//! parameter deletions, deregistrations, tags, re-runs, launches. Launch headroom counts the
-//! instances this plan terminates as gone, so execute terminations first and, if one fails, skip
-//! the launches (the next invocation re-plans).
+//! parameter deletions, deregistrations, tags, re-runs, replacements, launches. Launch headroom
+//! counts the instances this plan terminates as gone, so execute terminations first and, if one
+//! fails, skip the launches (the next invocation re-plans). Consecutive tag actions name
+//! different instances, so each such run may be written concurrently.
 //! `Earmark`/`TagBusy` map to `Fleet::set_lifecycle`; `job: None` must remove the `hangar:job-id`
 //! tag. A `Launch` for jobs must tag each new instance with one of `jobs` (at launch, or with
 //! `set_lifecycle(id, Pending, Some(job))` right after).
@@ -77,7 +80,8 @@ pub mod metric_names {
     pub const EARMARKS_REPLACED: &str = "EarmarksReplaced";
     /// Reconcile found instances that died holding a queued job's earmark, not yet replaced.
     pub const DEAD_EARMARKS: &str = "DeadEarmarks";
-    /// Jobs whose earmark another job took while the pool was full: a claim was queued for each.
+    /// Jobs whose earmark another job took while the pool was full: a claim was queued for each
+    /// (the scaler emits a plan's metrics only once its claims are queued).
     pub const EARMARKS_DISPLACED: &str = "EarmarksDisplaced";
 }
 
@@ -222,7 +226,8 @@ pub enum Action {
     /// (CreateFleet `ClientToken`, at most 64 characters).
     Launch { count: u32, reason: LaunchReason, jobs: Vec<JobId>, idempotency_key: String },
     /// Launch one instance for `job`, tagged `hangar:replaces = dead`: `dead` died holding the
-    /// job's earmark. Counted in the launch headroom like a `Launch`.
+    /// job's earmark, or (a displaced claim) another job took it from `dead`. Counted in the
+    /// launch headroom like a `Launch`.
     Replace { job: JobId, dead: InstanceId, idempotency_key: String },
 }
 
@@ -230,11 +235,11 @@ pub enum Action {
 pub struct Plan {
     pub actions: Vec<Action>,
     /// Queued jobs that got neither a free runner nor a launch because the pool is at
-    /// `max_runners`. Nothing remembers them: the scaler should report their messages as failed
-    /// so that SQS redelivers them once capacity frees up. A job listed here with no message in
-    /// the batch lost its earmarked runner to another job while the pool was full; only the
-    /// warm pool or a later launch will serve it (no tag can hold it). Jobs of dead claims that
-    /// found the pool full are listed here too.
+    /// `max_runners`. Nothing remembers them: the scaler should put their messages back so
+    /// that they are planned again once capacity frees up. A job that lost its earmarked runner
+    /// to another job while the pool was full is listed here and has a displaced claim in
+    /// `dead_claims` (no tag can hold it). Jobs of dead claims that found the pool full are
+    /// listed here too.
     pub unserved: Vec<JobId>,
     /// Claims to queue, one message each in the pool's group, for the batch that takes it to
     /// replace: reconcile's instances that died holding an earmark and are not replaced yet, and
@@ -539,17 +544,12 @@ impl<'a> Planner<'a> {
             if claims.replaced.contains(c.instance.as_str()) {
                 continue;
             }
+            // A dead claim on an instance listed alive (a false report), or whose label moved on
+            // since, is moot: nothing died with it. A displaced claim names a live instance
+            // that no longer holds the job (had it, `claims` would have the job, above).
             if let Some(&i) = self.by_id.get(c.instance.as_str()) {
                 let s = &self.slots[i];
-                let moot = if c.displaced {
-                    // The instance still holds the job: the start that took it was never applied.
-                    s.alive() && s.job == Some(c.job)
-                } else {
-                    // Listed alive (a false report), or its label moved on since: nothing died
-                    // with it.
-                    s.alive() || s.job != Some(c.job)
-                };
-                if moot {
+                if !c.displaced && (s.alive() || s.job != Some(c.job)) {
                     continue;
                 }
             }

@@ -824,6 +824,7 @@ fn a_job_whose_earmark_is_taken_at_the_cap_gets_a_claim_that_a_later_batch_serve
     );
     assert_eq!(full.launch_count(), 0);
     assert_eq!(full.unserved, jobs(&[10]));
+    assert!(full.dead_claims.is_empty(), "a waiting claim is requeued, not claimed again: {full:#?}");
 
     // Moot once served: the job has a live earmark elsewhere.
     let mut served = free.clone();
@@ -833,7 +834,8 @@ fn a_job_whose_earmark_is_taken_at_the_cap_gets_a_claim_that_a_later_batch_serve
     );
     assert_eq!(p.launch_count(), 0);
     assert!(p.unserved.is_empty());
-    // Moot if the start that took the runner was never applied: it still holds job 10.
+    // Moot if the start that took the runner was never applied: it still holds job 10 (a
+    // live earmark, as above).
     let untouched = World::new(vec![inst(1, Idle, 100).job(10)]);
     let p = plan(
         &PlanInput::batch(&pool, &untouched.instances, &[], t0())

@@ -30,16 +30,16 @@ pub struct TopUp {
     pub pool: PoolName,
 }
 
+/// Tag writes of one plan in flight at once: enough to hide EC2's latency for a batch of ten
+/// events, well under EC2's CreateTags request rate.
+const TAG_CONCURRENCY: usize = 8;
+
 /// The message that asks the pool's next batch to replace an instance that died holding a
 /// queued job's earmark (see [`planner`]'s module docs). The state-change handler sends it when
 /// the instance goes, and reconcile as a backstop; both put it in the pool's FIFO group, behind
 /// any start or completion its runner reported, so the batch sees those first. A batch sends
 /// one (`displaced`) for a job whose earmark another job took while the pool was full. IAM:
 /// `sqs:SendMessage` on the scale queue.
-/// Tag writes of one plan in flight at once: enough to hide EC2's latency for a batch of ten
-/// events, well under EC2's CreateTags request rate.
-const TAG_CONCURRENCY: usize = 8;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplaceDead {
     pub pool: PoolName,
@@ -80,7 +80,8 @@ enum ScalerMessage {
         pool: PoolName,
         job: JobId,
         instance: InstanceId,
-        #[serde(default)]
+        // Written only when true, so a reader from before the flag still parses dead claims.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         displaced: bool,
         #[serde(default)]
         requeues: u32,
@@ -377,6 +378,18 @@ impl Scaler {
             tracing::info!(pool = %pool.name, jobs = ?launch_jobs, messages = ?said, "launching for jobs");
         }
         let ctx = JobContext::from_items(&items);
+        // Nothing on the tags will remember a job that loses its earmark while the pool is full,
+        // once this plan's tags are written, so its claim is queued first (behind this batch in
+        // the FIFO group); if that fails, so does the batch, and its redelivery plans it again.
+        // A claim whose plan is then not carried out finds the job still held, and is dropped.
+        for claim in &plan.dead_claims {
+            let msg = ReplaceDead { pool: pool.name.clone(), claim: claim.clone(), requeues: 0 };
+            if let Err(e) = self.p.queue.send(&msg.outbound()).await {
+                tracing::warn!(pool = %pool.name, job_id = %claim.job, code = e.code.as_deref().unwrap_or(""), error = %e, "could not queue a displaced job's claim; the batch is retried");
+                return all();
+            }
+            tracing::info!(pool = %pool.name, job_id = %claim.job, instance = %claim.instance, "earmark taken at max_runners; claim queued");
+        }
         let described = started.elapsed();
         let exec = self.execute(pool, &instances, &messages, &plan, Mode::HandleBatch, &ctx).await;
         let executed = started.elapsed();
@@ -448,19 +461,6 @@ impl Scaler {
                     Err(e) => {
                         tracing::warn!(pool = %pool.name, job_id = %r.claim.job, error = %e, "requeue failed; the message is retried")
                     }
-                }
-            }
-        }
-        // Nothing on the tags remembers a job that lost its earmark while the pool was full; a
-        // lost send is logged, and only the warm pool or a later launch serves that job.
-        for claim in &plan.dead_claims {
-            let msg = ReplaceDead { pool: pool.name.clone(), claim: claim.clone(), requeues: 0 };
-            match self.p.queue.send(&msg.outbound()).await {
-                Ok(()) => {
-                    tracing::info!(pool = %pool.name, job_id = %claim.job, instance = %claim.instance, "earmark taken at max_runners; claim queued")
-                }
-                Err(e) => {
-                    tracing::error!(pool = %pool.name, job_id = %claim.job, error = %e, "could not queue a displaced job's claim")
                 }
             }
         }
@@ -616,7 +616,7 @@ impl Scaler {
                         tracing::warn!(pool = %pool.name, job_id = %job, dead = %dead, "no replacement: repository-scoped pools cannot replace a dead instance");
                         continue;
                     }
-                    tracing::info!(pool = %pool.name, job_id = %job, dead = %dead, "replacing an instance that died holding the job's earmark");
+                    tracing::info!(pool = %pool.name, job_id = %job, dead = %dead, "replacing a lost earmark (its instance died, or another job took it at max_runners)");
                     let jobs = [*job];
                     self.launch(pool, 1, LaunchReason::Job, &jobs, idempotency_key, Some(dead), ctx, &mut ex)
                         .await

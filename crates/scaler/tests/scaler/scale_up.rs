@@ -209,3 +209,54 @@ async fn a_full_pool_puts_the_jobs_it_cannot_serve_back_on_the_queue() {
         env.drain_queue().await.iter().filter_map(|(_, b, _)| QueueMessage::parse(b).ok()).collect();
     assert!(matches!(&next[..], [QueueMessage::ScaleUp(j)] if j.requeues == 2), "{next:?}");
 }
+
+#[tokio::test]
+async fn a_job_whose_runner_another_job_takes_at_the_cap_gets_a_claim_queued_first() {
+    let env = Env::start(Options { max_runners: 1, ..Options::default() }).await;
+    let p = env.pool_name();
+    assert!(env.batch(&[("msg-1", scale_up(&p, 1), 1)]).await.is_empty());
+    let live = env.live().await;
+    assert_eq!(live.len(), 1);
+    let i1 = live[0].id.clone();
+    assert_eq!(live[0].tag("hangar:job-id"), Some("1"));
+    env.drain_queue().await;
+
+    // Job 2 (not ours to launch for) takes job 1's runner while the pool is full. If the claim
+    // cannot be queued, nothing is written and the batch is retried.
+    let start = [("msg-s2", started(&p, 2, &runner_name(&p, &i1)), 1)];
+    env.proxy.inject(Fault::error("SendMessage", "InternalError", 500, 20));
+    assert_eq!(env.batch(&start).await, ["msg-s2"]);
+    assert_eq!(env.live().await[0].tag("hangar:job-id"), Some("1"), "no tag before the claim is queued");
+    env.proxy.clear_faults();
+
+    // Redelivered: the claim is queued, then the runner is tagged busy with job 2.
+    assert!(env.batch(&[("msg-s2", started(&p, 2, &runner_name(&p, &i1)), 2)]).await.is_empty());
+    let now = env.live().await;
+    assert_eq!((now[0].tag("hangar:lifecycle"), now[0].tag("hangar:job-id")), (Some("busy"), Some("2")));
+    let queued = env.drain_queue().await;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let body: serde_json::Value = serde_json::from_str(&queued[0].1).unwrap();
+    assert_eq!(body["kind"], "replace_dead");
+    assert_eq!((body["job"].as_u64(), body["instance"].as_str()), (Some(1), Some(i1.as_str())));
+    assert_eq!(body["displaced"], true);
+    assert_eq!(env.metrics.total("EarmarksDisplaced", None), 1.0, "counted once the claim is queued");
+
+    // Taken while the pool is still full: put back, nothing launched.
+    assert!(env.batch(&[("msg-c1", queued[0].1.clone(), 1)]).await.is_empty());
+    assert_eq!(env.live().await.len(), 1);
+    let back = env.drain_queue().await;
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert!(back[0].1.contains("\"requeues\":1"), "{back:?}");
+
+    // Job 2's runner finishes and goes: the claim launches one instance for job 1.
+    env.ec2.terminate_instances().instance_ids(&i1).send().await.unwrap();
+    assert!(env.batch(&[("msg-c1b", back[0].1.clone(), 1)]).await.is_empty());
+    let live = env.live().await;
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0].tag("hangar:job-id"), Some("1"));
+    assert_eq!(live[0].tag("hangar:replaces"), Some(i1.as_str()));
+    assert!(env.jit(&live[0].id).await.is_some());
+    // The same claim again launches nothing more.
+    assert!(env.batch(&[("msg-c1b", back[0].1.clone(), 2)]).await.is_empty());
+    assert_eq!(env.live().await.len(), 1);
+}
