@@ -21,12 +21,7 @@ fn spot_capacity_errors_on_two_instance_types() {
         "spot",
     );
     r.assert_clean();
-    let injected: u64 = r.report["details"]["aws_faults_injected"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter_map(|v| v.as_u64())
-        .sum();
+    let injected: u64 = r.detail_total("aws_faults_injected");
     assert!(injected > 0, "the capacity errors were seen: {:#}", r.report);
     assert!(r.u("launches") <= r.u("jobs_total") + 2, "no job launched twice: {:#}", r.report);
 }
@@ -79,12 +74,7 @@ fn duplicate_webhook_deliveries() {
     // Deliveries up to trace second 150 are sent twice: every `queued` one (the last job is
     // queued at 120), most starts and completions.
     assert!(dups >= 2 * 16, "deliveries were sent twice: {:#}", r.report);
-    let deliveries: u64 = r.report["details"]["webhook_deliveries"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter_map(|v| v.as_u64())
-        .sum();
+    let deliveries: u64 = r.detail_total("webhook_deliveries");
     let handled = r.report["details"]["event_source"]["messages"].as_u64().unwrap();
     assert!(
         handled >= deliveries - dups + dups / 2,

@@ -84,6 +84,15 @@ impl Run {
     pub fn detail(&self, key: &str) -> u64 {
         self.report["details"][key].as_u64().unwrap_or(0)
     }
+    /// The sum of a detail that counts by kind (`{"kind": n, ...}`); panics if it is missing.
+    pub fn detail_total(&self, key: &str) -> u64 {
+        let by_kind = self.report["details"][key].as_object();
+        by_kind
+            .unwrap_or_else(|| panic!("details.{key} missing: {:#}", self.report))
+            .values()
+            .filter_map(|v| v.as_u64())
+            .sum()
+    }
     pub fn pool(&self, name: &str) -> &Value {
         &self.report["pools"][name]
     }
