@@ -31,7 +31,7 @@
 //! even reads as its launch), so the plan lists a displaced claim, which the scaler queues and
 //! a later batch replaces, unless K is held or has run by then. The cost: when runners swap
 //! jobs and die before their starts are handled, K may have run on a dead instance whose tags
-//! never said so, and the replacement idles out. Launches stay bounded by one per death.
+//! never said so, and the replacement idles out.
 //!
 //! # Executing a plan
 //! Actions come ordered: tags of finished instances whose tags missed their job and untags of stale
