@@ -25,13 +25,16 @@
 //! job started or finished meanwhile, its claim moved to a live instance, or the dead instance
 //! was replaced already. Each dead instance is replaced at most once.
 //!
-//! The same message serves a job *displaced* while the pool is full: job J starts on the
-//! instance earmarked for K, J had no earmark of its own to hand on, and there is no headroom to
-//! launch for K. Nothing on the tags says K still needs a runner (a label on a dead instance
-//! even reads as its launch), so the plan lists a displaced claim, which the scaler queues and
-//! a later batch replaces, unless K is held or has run by then. The cost: when runners swap
-//! jobs and die before their starts are handled, K may have run on a dead instance whose tags
-//! never said so, and the replacement idles out.
+//! The same message serves a job *displaced*: job J starts on the instance earmarked for K, and
+//! J had no earmark of its own to hand on. Nothing on the tags says K still needs a runner (a
+//! label on a dead instance even reads as its launch), and no message of K's is in the batch to
+//! be retried, so the plan lists a displaced claim, which the scaler queues before it carries
+//! the plan out. With headroom, the plan also launches for K at once, as a replacement of the
+//! instance K lost (tagged `hangar:replaces`), which makes the queued claim moot; if that launch
+//! fails (the new instance got no JIT config and was abandoned: untagged, `draining`) or never
+//! happens, the claim launches again. At the cap, a later batch replaces it, unless K is held or
+//! has run by then. The cost: when runners swap jobs and die before their starts are handled, K
+//! may have run on a dead instance whose tags never said so, and the replacement idles out.
 //!
 //! # Executing a plan
 //! Actions come ordered: tags of finished instances whose tags missed their job and untags of stale
@@ -80,8 +83,9 @@ pub mod metric_names {
     pub const EARMARKS_REPLACED: &str = "EarmarksReplaced";
     /// Reconcile found instances that died holding a queued job's earmark, not yet replaced.
     pub const DEAD_EARMARKS: &str = "DeadEarmarks";
-    /// Jobs whose earmark another job took while the pool was full: a claim was queued for each
-    /// (the scaler emits a plan's metrics only once its claims are queued).
+    /// Jobs whose earmark another job took, with none to take in return: a claim was queued for
+    /// each, and those that found headroom were launched for at once (the scaler emits a plan's
+    /// metrics only once its claims are queued).
     pub const EARMARKS_DISPLACED: &str = "EarmarksDisplaced";
 }
 
@@ -243,7 +247,9 @@ pub struct Plan {
     pub unserved: Vec<JobId>,
     /// Claims to queue, one message each in the pool's group, for the batch that takes it to
     /// replace: reconcile's instances that died holding an earmark and are not replaced yet, and
-    /// (`displaced`) a batch's jobs whose earmark another job took while the pool was full.
+    /// (`displaced`) a batch's jobs whose earmark another job took. Queue a batch's claims before
+    /// carrying out its plan: a displaced job launched for in this plan (a `Replace` naming the
+    /// same instance) has nothing else that remembers it if that launch fails.
     pub dead_claims: Vec<DeadClaim>,
     pub warm_target: u32,
     pub metrics: Vec<MetricRecord>,
@@ -526,7 +532,10 @@ impl<'a> Planner<'a> {
             if let Some(j) = s.job.filter(|_| s.alive() || s.inst.lifecycle == Lifecycle::Busy) {
                 jobs.insert(j);
             }
-            if let Some(d) = &s.inst.replaces {
+            // A replacement the scaler abandoned (it got no JIT config, so its job tag was
+            // dropped and it was tagged `draining`) replaced nothing: the claim stands.
+            let abandoned = s.inst.lifecycle == Lifecycle::Draining && s.inst.job_id.is_none();
+            if let Some(d) = s.inst.replaces.as_ref().filter(|_| !abandoned) {
                 replaced.insert(d.as_str());
             }
         }
@@ -898,7 +907,24 @@ impl<'a> Planner<'a> {
             Some(DeadClaim { job: *j, instance: self.slots[x].inst.id.clone(), displaced: true })
         }));
         unserved.extend(replace_unserved);
-        let launch_jobs = uncovered;
+        // A displaced job that gets capacity is launched for as a replacement of the instance
+        // that lost its claim, with the claim queued too: if the launch fails (no JIT config, so
+        // the new instance is untagged and abandoned), or the invocation dies before it, no tag
+        // says the job still needs a runner, and no message of its own would be retried. Once
+        // the launch has happened, the `hangar:replaces` tag makes the queued claim moot.
+        let (heir_jobs, launch_jobs): (Vec<JobId>, Vec<JobId>) =
+            uncovered.into_iter().partition(|j| self.heirs.contains_key(j));
+        let heir_claims: Vec<DeadClaim> = heir_jobs
+            .iter()
+            .map(|j| DeadClaim {
+                job: *j,
+                instance: self.slots[self.heirs[j]].inst.id.clone(),
+                displaced: true,
+            })
+            .collect();
+        dead_claims.extend(heir_claims.iter().cloned());
+        let n_jobs = launch_jobs.len() as u32;
+        let n_heirs = heir_claims.len() as u32;
         let n_warm = target.saturating_sub(free_after).min(headroom);
 
         let mut actions = Vec::new();
@@ -965,7 +991,7 @@ impl<'a> Planner<'a> {
         let n_reruns = self.reruns.len() as u64;
         actions.append(&mut self.reruns);
 
-        for c in &replace {
+        for c in replace.iter().chain(&heir_claims) {
             let mut h = Sha256::new();
             for part in [cfg.name.as_str(), "replace", c.instance.as_str()] {
                 h.update(part.as_bytes());
@@ -1004,12 +1030,12 @@ impl<'a> Planner<'a> {
             MetricRecord::gauge(
                 names::POOL_PENDING,
                 pool,
-                live(Status::Pending) + (n_replace + n_jobs + n_warm) as f64,
+                live(Status::Pending) + (n_replace + n_heirs + n_jobs + n_warm) as f64,
             ),
             MetricRecord::gauge(names::POOL_TARGET, pool, target as f64),
         ];
         let counts = [
-            (names::POOL_EXHAUSTED, (launch_jobs.len() + unserved.len()) as u64),
+            (names::POOL_EXHAUSTED, (launch_jobs.len() + heir_claims.len() + unserved.len()) as u64),
             (metric_names::POOL_AT_MAX, unserved.len() as u64),
             (names::ORPHANS_TERMINATED, orphans),
             (metric_names::IDLE_TERMINATED, idle_trimmed),

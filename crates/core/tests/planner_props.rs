@@ -8,7 +8,7 @@ use chrono::Duration;
 use hangar_core::config::PoolConfig;
 use hangar_core::ids::{InstanceId, JobId};
 use hangar_core::message::QueueMessage;
-use hangar_core::planner::{plan, Action, Mode, Plan, PlanInput, TerminateReason};
+use hangar_core::planner::{plan, Action, DeadClaim, Mode, Plan, PlanInput, TerminateReason};
 use hangar_core::ports::{LaunchReason, RegisteredRunner, StoredJit};
 use hangar_core::state::{Ec2State, Lifecycle, ObservedInstance};
 use planner_support::*;
@@ -278,13 +278,21 @@ proptest! {
         second_unserved.sort();
         prop_assert_eq!(first_queued, second_unserved, "first: {:#?}\nsecond: {:#?}", first, second);
         // The queued claim is what serves a displaced job: taken by a later batch (no messages
-        // of its own), it launches for the job or waits for capacity; it is never dropped.
+        // of its own), it launches for the job or waits for capacity; it is never dropped. A
+        // claim whose replacement this plan launched already is moot once that is applied.
         let claims: Vec<_> = first.dead_claims.iter().filter(|c| c.displaced).cloned().collect();
         if !claims.is_empty() {
             let later = plan(&PlanInput::batch(&s.pool, &w.instances, &[], t0()).with_dead_claims(&claims));
+            let replaces = |p: &Plan, c: &DeadClaim| {
+                p.actions.iter().any(|a| matches!(a, Action::Replace { job, dead, .. } if *job == c.job && *dead == c.instance))
+            };
             for c in &claims {
-                let replaced = later.actions.iter().any(|a| matches!(a, Action::Replace { job, .. } if *job == c.job));
-                prop_assert!(replaced || later.unserved.contains(&c.job), "claim {c:?} dropped: first: {first:#?}\nlater: {later:#?}");
+                let launched_later = later.actions.iter().any(|a| matches!(a, Action::Replace { job, .. } if *job == c.job));
+                if replaces(&first, c) {
+                    prop_assert!(!launched_later && !later.unserved.contains(&c.job), "claim {c:?} served twice: first: {first:#?}\nlater: {later:#?}");
+                } else {
+                    prop_assert!(launched_later || later.unserved.contains(&c.job), "claim {c:?} dropped: first: {first:#?}\nlater: {later:#?}");
+                }
             }
         }
     }
@@ -303,6 +311,11 @@ proptest! {
                     // A launch is for a queued job, or for one whose earmark a started job took.
                     prop_assert!(queued.contains(j) || displaced.contains(j));
                 }
+            }
+            // A displaced job gets its instance as a replacement (no dead claims are input here).
+            if let Action::Replace { job, .. } = a {
+                prop_assert!(launched.insert(*job), "two launches for {job}");
+                prop_assert!(displaced.contains(job), "replacement for {job}, which lost no earmark");
             }
         }
     }

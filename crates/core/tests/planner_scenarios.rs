@@ -5,7 +5,9 @@ mod planner_support;
 use chrono::{TimeZone, Utc};
 use hangar_core::ids::{InstanceId, JobId, RunnerId};
 use hangar_core::metrics::names;
-use hangar_core::planner::{metric_names, plan, warm_target, Action, Plan, PlanInput, TerminateReason};
+use hangar_core::planner::{
+    metric_names, plan, warm_target, Action, DeadClaim, Plan, PlanInput, TerminateReason,
+};
 use hangar_core::ports::LaunchReason;
 use hangar_core::state::{Ec2State, Lifecycle, ObservedInstance};
 use planner_support::*;
@@ -30,6 +32,17 @@ fn launches(p: &Plan, reason: LaunchReason) -> (u32, Vec<JobId>) {
         }
         _ => (n, jobs),
     })
+}
+
+/// (job, dead or displaced instance) of each `Replace`.
+fn replacements(p: &Plan) -> Vec<(JobId, InstanceId)> {
+    p.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Replace { job, dead, .. } => Some((*job, dead.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 fn terminated(p: &Plan, reason: TerminateReason) -> Vec<InstanceId> {
@@ -530,10 +543,13 @@ fn job_events_tag_busy_move_earmarks_and_release_finished_instances() {
     // Job 40 takes the free pending runner 4; nothing else changes.
     let p = batch(&pool, &w, &[started(40, Some(runner_name(4)))]);
     assert_eq!(p.actions, vec![Action::TagBusy { instance: iid(4), job: JobId(40) }]);
-    // Job 20 takes 1 and no instance was earmarked for it: job 10 needs a new runner.
+    // Job 20 takes 1 and no instance was earmarked for it: job 10 needs a new runner, launched
+    // as a replacement of instance 1, with a claim queued in case the launch fails.
     let w2 = World::new(vec![inst(1, Idle, 100).job(10)]);
     let p = batch(&pool, &w2, &[started(20, Some(runner_name(1)))]);
-    assert_eq!(launches(&p, LaunchReason::Job).1, jobs(&[10]));
+    assert_eq!(launches(&p, LaunchReason::Job).0, 0);
+    assert_eq!(replacements(&p), vec![(JobId(10), iid(1))]);
+    assert_eq!(p.dead_claims, vec![DeadClaim { job: JobId(10), instance: iid(1), displaced: true }]);
     // Completion releases the instance, found by runner name or by the job on it.
     for msg in [completed(30, Some(runner_name(3)), "success", 1), completed(30, None, "success", 1)] {
         let p = batch(&pool, &w, &[msg]);
@@ -755,8 +771,11 @@ fn a_finished_instance_whose_tags_missed_its_job_is_tagged_before_it_goes() {
         ],
         "{first:#?}"
     );
-    // Job 3 lost its runner and gets a launch in the slot the finished instance frees.
-    assert_eq!(launches(&first, LaunchReason::Job).1, jobs(&[3]));
+    // Job 3 lost its runner and gets a launch in the slot the finished instance frees (a
+    // replacement of it, its claim queued too).
+    assert_eq!(launches(&first, LaunchReason::Job).0, 0);
+    assert_eq!(replacements(&first), vec![(JobId(3), iid(2))]);
+    assert_eq!(first.dead_claims, vec![DeadClaim { job: JobId(3), instance: iid(2), displaced: true }]);
     w.apply(&first.actions, t0());
     assert!(batch(&pool, &w, &msgs).is_noop());
 }
@@ -782,7 +801,6 @@ fn a_job_that_finished_earlier_in_the_batch_inherits_no_earmark() {
 
 #[test]
 fn a_job_whose_earmark_is_taken_at_the_cap_gets_a_claim_that_a_later_batch_serves() {
-    use hangar_core::planner::DeadClaim;
     use Lifecycle::*;
     let pool = pool(1, 0);
     // Job 10's runner is taken by job 20, which had no earmark; the pool is full.
@@ -842,4 +860,72 @@ fn a_job_whose_earmark_is_taken_at_the_cap_gets_a_claim_that_a_later_batch_serve
             .with_dead_claims(std::slice::from_ref(&claim)),
     );
     assert!(p.actions.is_empty() && p.unserved.is_empty(), "{p:#?}");
+}
+
+/// Below the cap a displaced job is launched for at once, and its claim is queued all the same:
+/// the claim is moot once the replacement is tagged, and serves the job again if the scaler had
+/// to abandon the replacement (no JIT config: untagged, `draining`) or never launched it.
+#[test]
+fn a_displaced_job_launched_for_keeps_its_claim_until_the_replacement_stands() {
+    use Lifecycle::*;
+    let pool = pool(5, 0);
+    let mut w = World::new(vec![inst(1, Idle, 100).job(10)]);
+    let p = batch(&pool, &w, &[started(20, Some(runner_name(1)))]);
+    let claim = DeadClaim { job: JobId(10), instance: iid(1), displaced: true };
+    assert_eq!(p.dead_claims, vec![claim.clone()]);
+    assert_eq!(replacements(&p), vec![(JobId(10), iid(1))]);
+    assert_eq!(p.metric(metric_names::EARMARKS_DISPLACED), Some(1.0));
+    w.apply(&p.actions, t0());
+    let claimed = |w: &World| {
+        plan(&PlanInput::batch(&pool, &w.instances, &[], t0()).with_dead_claims(std::slice::from_ref(&claim)))
+    };
+
+    // The replacement stands (pending, tagged with the job): the claim launches nothing.
+    let later = claimed(&w);
+    assert_eq!(later.launch_count(), 0, "{later:#?}");
+    assert!(later.unserved.is_empty());
+    // It has since died after running some other job whose start is not handled yet: still
+    // moot, by its `hangar:replaces` tag (each displaced claim gets one replacement).
+    let mut gone = w.clone();
+    let new = gone.instances.iter().position(|i| i.replaces.as_ref() == Some(&iid(1))).expect("replacement");
+    gone.instances[new].ec2_state = Ec2State::Terminated;
+    assert_eq!(claimed(&gone).launch_count(), 0);
+
+    // Abandoned: the scaler dropped its job tag and tagged it `draining`. The job gets another.
+    let mut abandoned = w.clone();
+    abandoned.instances[new].lifecycle = Draining;
+    abandoned.instances[new].job_id = None;
+    abandoned.instances[new].ec2_state = Ec2State::Terminated;
+    assert_eq!(replacements(&claimed(&abandoned)), vec![(JobId(10), iid(1))]);
+    // Never launched (CreateFleet failed, or the invocation died first): likewise.
+    let mut never = w.clone();
+    never.instances.remove(new);
+    assert_eq!(replacements(&claimed(&never)), vec![(JobId(10), iid(1))]);
+}
+
+/// A dead instance's replacement that the scaler abandoned (no JIT config) replaced nothing:
+/// the redelivered claim launches again.
+#[test]
+fn an_abandoned_replacement_does_not_settle_a_dead_claim() {
+    use Lifecycle::*;
+    let pool = pool(5, 0);
+    let w = World::new(vec![inst(1, Pending, 100).job(10).ec2(Ec2State::Terminated)]);
+    let claim = DeadClaim { job: JobId(10), instance: iid(1), displaced: false };
+    let first = plan(
+        &PlanInput::batch(&pool, &w.instances, &[], t0()).with_dead_claims(std::slice::from_ref(&claim)),
+    );
+    assert_eq!(replacements(&first), vec![(JobId(10), iid(1))]);
+    let mut after = w.clone();
+    after.apply(&first.actions, t0());
+    let again = |w: &World| {
+        plan(&PlanInput::batch(&pool, &w.instances, &[], t0()).with_dead_claims(std::slice::from_ref(&claim)))
+    };
+    assert_eq!(again(&after).launch_count(), 0, "served once");
+    let new = after.instances.iter().position(|i| i.replaces.as_ref() == Some(&iid(1))).expect("replacement");
+    after.instances[new].lifecycle = Draining;
+    after.instances[new].job_id = None;
+    assert_eq!(replacements(&again(&after)), vec![(JobId(10), iid(1))]);
+    // An operator draining a replacement that still holds the job does not reopen the claim.
+    after.instances[new].job_id = Some(JobId(10));
+    assert_eq!(again(&after).launch_count(), 0);
 }

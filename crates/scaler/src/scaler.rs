@@ -202,6 +202,14 @@ impl JobContext {
     fn from_items(items: &[Item]) -> Self {
         let mut ctx = JobContext::default();
         for it in items {
+            // A claim's replacement is keyed by its delivery too: after a replacement that got
+            // no JIT config, the same key would have EC2 hand back the terminated instance.
+            if let Inbound::Replace(r) = &it.inbound {
+                ctx.deliveries
+                    .entry(r.claim.job)
+                    .or_default()
+                    .push((it.message_id.clone(), it.receive_count));
+            }
             let Inbound::Queue(m) = &it.inbound else { continue };
             let (repo, inst) = match m {
                 QueueMessage::ScaleUp(j) => (&j.repository, j.installation_id),
@@ -220,8 +228,10 @@ impl JobContext {
     /// the deliveries that asked for it, receive counts included. A retried CreateFleet within
     /// one invocation (SDK retries, capacity fallbacks) reuses it, so it cannot launch twice; a
     /// redelivery after this invocation gave up on an instance (its JIT config failed and it was
-    /// terminated) gets a new key, so EC2 does not hand back the terminated instance. Redelivered
-    /// messages whose launch did succeed launch nothing: the planner finds their job-id tags.
+    /// terminated) gets a new key, so EC2 does not hand back the terminated instance; so does a
+    /// claim's replacement after the batch that first replaced it gave up on its instance.
+    /// Redelivered messages whose launch did succeed launch nothing: the planner finds their
+    /// job-id (or `hangar:replaces`) tags.
     fn launch_key(&self, planner_key: &str, jobs: &[JobId]) -> String {
         let mut parts: Vec<String> = jobs
             .iter()
@@ -378,17 +388,18 @@ impl Scaler {
             tracing::info!(pool = %pool.name, jobs = ?launch_jobs, messages = ?said, "launching for jobs");
         }
         let ctx = JobContext::from_items(&items);
-        // Nothing on the tags will remember a job that loses its earmark while the pool is full,
-        // once this plan's tags are written, so its claim is queued first (behind this batch in
-        // the FIFO group); if that fails, so does the batch, and its redelivery plans it again.
-        // A claim whose plan is then not carried out finds the job still held, and is dropped.
+        // Nothing on the tags will remember a job that loses its earmark to another job, once
+        // this plan's tags are written, and none of its messages is in this batch to be retried
+        // if its launch fails; so its claim is queued first (behind this batch in the FIFO
+        // group). If that fails, so does the batch, and its redelivery plans it again. A claim
+        // whose plan is then carried out finds the job held or replaced, and launches nothing.
         for claim in &plan.dead_claims {
             let msg = ReplaceDead { pool: pool.name.clone(), claim: claim.clone(), requeues: 0 };
             if let Err(e) = self.p.queue.send(&msg.outbound()).await {
                 tracing::warn!(pool = %pool.name, job_id = %claim.job, code = e.code.as_deref().unwrap_or(""), error = %e, "could not queue a displaced job's claim; the batch is retried");
                 return all();
             }
-            tracing::info!(pool = %pool.name, job_id = %claim.job, instance = %claim.instance, "earmark taken at max_runners; claim queued");
+            tracing::info!(pool = %pool.name, job_id = %claim.job, instance = %claim.instance, "earmark taken by another job; claim queued");
         }
         let described = started.elapsed();
         let exec = self.execute(pool, &instances, &messages, &plan, Mode::HandleBatch, &ctx).await;

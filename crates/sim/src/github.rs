@@ -48,6 +48,10 @@ pub struct SimConfig {
     pub secondary_writes_per_minute: usize,
     /// Installation token lifetime (GitHub: one hour).
     pub token_lifetime: Duration,
+    /// Deliveries in flight at once. GitHub sends webhooks concurrently and promises no order;
+    /// the simulator keeps each job's deliveries in order (`queued`, `in_progress`,
+    /// `completed`, as GitHub usually sends them) and lets different jobs' overlap.
+    pub webhook_concurrency: usize,
 }
 
 impl SimConfig {
@@ -69,6 +73,7 @@ impl SimConfig {
             // GitHub documents at most 80 content-generating requests per minute.
             secondary_writes_per_minute: 80,
             token_lifetime: Duration::from_secs(3600),
+            webhook_concurrency: 1,
         }
     }
 }
@@ -458,10 +463,32 @@ pub fn sign(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// Sends deliveries one at a time, in the order they were recorded, so a receiver sees
-/// `queued` before `in_progress` before `completed` for a job, as it usually does from GitHub.
+/// Hands each delivery to one of `webhook_concurrency` senders, chosen by job, so a receiver
+/// sees a job's `queued` before its `in_progress` before its `completed`, as it usually does from
+/// GitHub, while different jobs' deliveries overlap.
 async fn deliver_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<u64>) {
+    // GitHub gives up on a delivery after 10 seconds.
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("reqwest client");
+    let n = shared.cfg.webhook_concurrency.max(1);
+    let mut lanes = Vec::with_capacity(n);
+    let mut senders = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (tx, lane_rx) = mpsc::unbounded_channel();
+        lanes.push(tx);
+        senders.push(tokio::spawn(send_lane(Arc::clone(&shared), http.clone(), lane_rx)));
+    }
+    while let Some(id) = rx.recv().await {
+        let job = shared.lock().deliveries.iter().find(|d| d.id == id).map_or(0, |d| d.job_id);
+        let _ = lanes[(job % n as u64) as usize].send(id);
+    }
+    drop(lanes);
+    for s in senders {
+        let _ = s.await;
+    }
+}
+
+/// Sends its deliveries one at a time, in the order they were recorded.
+async fn send_lane(shared: Arc<Shared>, http: reqwest::Client, mut rx: mpsc::UnboundedReceiver<u64>) {
     while let Some(id) = rx.recv().await {
         let (url, guid, event, body, target) = {
             let st = shared.lock();

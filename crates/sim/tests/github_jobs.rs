@@ -162,3 +162,62 @@ async fn a_lost_runner_fails_its_job_and_a_rerun_queues_a_new_attempt() {
         (Some("queued"), Some(2))
     );
 }
+
+/// With `webhook_concurrency`, deliveries of different jobs overlap (a slow receiver sees
+/// several at once, never more than the setting), and each job's still arrive in order.
+#[tokio::test]
+async fn deliveries_overlap_across_jobs_and_stay_in_order_per_job() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let seen: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    let app = {
+        let (in_flight, peak, seen) = (Arc::clone(&in_flight), Arc::clone(&peak), Arc::clone(&seen));
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let (in_flight, peak, seen) = (Arc::clone(&in_flight), Arc::clone(&peak), Arc::clone(&seen));
+                async move {
+                    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    // Slow enough that a serial sender could never have two open at once.
+                    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                    let v: Value = serde_json::from_slice(&body).unwrap();
+                    let job = v["workflow_job"]["id"].as_u64().unwrap();
+                    seen.lock().unwrap().push((job, v["action"].as_str().unwrap().to_owned()));
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    "ok"
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let mut cfg = config();
+    cfg.webhook_url = Some(url);
+    cfg.webhook_concurrency = 3;
+    let s = GithubSim::start(cfg).await.expect("sim");
+    let t = token(&s).await;
+    let mut jobs = Vec::new();
+    for _ in 0..6 {
+        jobs.push(
+            s.enqueue_job(JobSpec::new("octo-org/app", &["self-hosted", "x"]).duration_ms(10)).unwrap().id,
+        );
+    }
+    for i in 0..6 {
+        runner(&s, &t, &format!("r{i}"), &["x"]).await;
+    }
+    eventually("18 deliveries", || seen.lock().unwrap().len() == 18).await;
+    let p = peak.load(Ordering::SeqCst);
+    assert!((2..=3).contains(&p), "peak in flight {p}: overlapping, within the setting");
+    let seen = seen.lock().unwrap().clone();
+    for j in jobs {
+        let order: Vec<&str> = seen.iter().filter(|(id, _)| *id == j).map(|(_, a)| a.as_str()).collect();
+        assert_eq!(order, ["queued", "in_progress", "completed"], "job {j}: {seen:?}");
+    }
+    server.abort();
+}

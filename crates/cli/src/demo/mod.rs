@@ -53,6 +53,11 @@ pub struct DemoArgs {
     /// Scaler execution environments (the function's concurrency).
     #[arg(long, default_value_t = 2)]
     pub scalers: usize,
+    /// Webhook execution environments, and the webhook deliveries the GitHub simulator has in
+    /// flight at once (GitHub and Lambda both work concurrently; one job's deliveries stay in
+    /// order).
+    #[arg(long, default_value_t = 4)]
+    pub webhooks: usize,
     /// Real seconds between reconcile events (the schedule is `rate(1 minute)` in AWS).
     #[arg(long, default_value_t = 2.0)]
     pub reconcile_every: f64,
@@ -314,6 +319,7 @@ async fn run_cloud(
     }];
     sim_cfg.webhook_url = Some(webhook_url.clone());
     sim_cfg.webhook_secret = secret.clone();
+    sim_cfg.webhook_concurrency = args.webhooks.max(1);
     let sim = Arc::new(GithubSim::start(sim_cfg).await.context("starting the GitHub simulator")?);
     say(format!("GitHub simulator on {}", sim.base_url()));
 
@@ -398,14 +404,17 @@ async fn run_cloud(
         webhook_env.insert(k.to_owned(), v.to_owned());
         scaler_env.insert(k.to_owned(), v.to_owned());
     }
-    started.procs.push(Proc::spawn(Spec {
-        name: "hangar-webhook".into(),
-        program: &paths.bin_dir.join("hangar-webhook"),
-        args: vec![],
-        env: webhook_env,
-        cwd: &paths.logs,
-        log_dir: &paths.logs,
-    })?);
+    // Execution environments of one function: each polls the same runtime API.
+    for i in 0..args.webhooks.max(1) {
+        started.procs.push(Proc::spawn(Spec {
+            name: format!("hangar-webhook-{i}"),
+            program: &paths.bin_dir.join("hangar-webhook"),
+            args: vec![],
+            env: webhook_env.clone(),
+            cwd: &paths.logs,
+            log_dir: &paths.logs,
+        })?);
+    }
     let scalers = Arc::new(Scalers {
         program: paths.bin_dir.join("hangar-scaler"),
         env: scaler_env,
@@ -418,7 +427,8 @@ async fn run_cloud(
     scalers.start().await?;
     started.scalers = Some(Arc::clone(&scalers));
     say(format!(
-        "Lambdas: webhook on {webhook_url}, scaler ×{} on 127.0.0.1:{scaler_port}",
+        "Lambdas: webhook ×{} on {webhook_url}, scaler ×{} on 127.0.0.1:{scaler_port}",
+        args.webhooks.max(1),
         args.scalers.max(1)
     ));
 
@@ -812,11 +822,32 @@ async fn run_cloud(
     let deliveries = sim.deliveries();
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     for d in &deliveries {
-        *statuses
-            .entry(d.status_code.map(|s| s.to_string()).unwrap_or_else(|| "none".into()))
-            .or_default() += 1;
+        *statuses.entry(delivery_outcome(d)).or_default() += 1;
     }
     extra.insert("webhook_deliveries".into(), serde_json::json!(statuses));
+    // For a run that lost jobs: what GitHub sent about each, and how it ended, so that a failed
+    // CI run says where to look without its logs.
+    let unfinished: Vec<serde_json::Value> = all
+        .iter()
+        .filter(|j| j.status != JobStatus::Completed)
+        .take(20)
+        .map(|j| {
+            let sent: Vec<String> = deliveries
+                .iter()
+                .filter(|d| d.job_id == j.id)
+                .map(|d| format!("{}:{}", d.action, delivery_outcome(d)))
+                .collect();
+            serde_json::json!({
+                "job_id": j.id,
+                "status": format!("{:?}", j.status).to_lowercase(),
+                "created_at": j.created_at,
+                "runner_name": j.runner_name,
+                "deliveries": sent,
+                "instances_tagged": tags.get(&j.id.to_string()).map_or(0, |t| t.len()),
+            })
+        })
+        .collect();
+    extra.insert("unfinished_jobs".into(), serde_json::Value::Array(unfinished));
     extra.insert("event_source".into(), serde_json::to_value(esm.stats())?);
     extra.insert("instances".into(), serde_json::to_value(instances.stats())?);
     extra.insert(
@@ -851,6 +882,16 @@ async fn run_cloud(
 }
 
 /// A job and its re-runs, in order.
+/// A delivery's HTTP status, `error` (no answer: the connection failed or timed out), or
+/// `pending` (not sent when the run ended).
+fn delivery_outcome(d: &hangar_sim::github::Delivery) -> String {
+    match (d.status_code, &d.error) {
+        (Some(s), _) => s.to_string(),
+        (None, Some(_)) => "error".into(),
+        (None, None) => "pending".into(),
+    }
+}
+
 fn chain_of<'a>(
     root: u64,
     by_id: &HashMap<u64, &'a hangar_sim::github::Job>,

@@ -93,6 +93,33 @@ impl Run {
             .filter_map(|v| v.as_u64())
             .sum()
     }
+    /// Prints every log line of the run that names an unfinished job (CI keeps no logs, so a
+    /// lost job's story has to be in the test's output).
+    pub fn print_trail(&self) {
+        let ids: Vec<String> = self.report["details"]["unfinished_jobs"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|j| j["job_id"].as_u64()).map(|i| i.to_string()).collect())
+            .unwrap_or_default();
+        let logs = self.dir.path().join("hangar-demo-logs");
+        let Ok(entries) = std::fs::read_dir(&logs) else {
+            eprintln!("no logs at {}", logs.display());
+            return;
+        };
+        let mut files: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        files.sort();
+        for id in &ids {
+            eprintln!("---- log lines naming unfinished job {id} ----");
+            for f in &files {
+                let text = std::fs::read_to_string(f).unwrap_or_default();
+                let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                for line in text.lines().filter(|l| l.contains(id.as_str())).take(80) {
+                    let cut: String = line.chars().take(600).collect();
+                    eprintln!("{name}: {cut}");
+                }
+            }
+        }
+    }
+
     pub fn pool(&self, name: &str) -> &Value {
         &self.report["pools"][name]
     }
@@ -102,6 +129,9 @@ impl Run {
     pub fn assert_clean(&self) {
         let r = &self.report;
         assert!(self.u("jobs_total") > 0, "{r:#}");
+        if self.u("jobs_completed") != self.u("jobs_total") {
+            self.print_trail();
+        }
         assert_eq!(self.u("jobs_completed"), self.u("jobs_total"), "every job completes: {r:#}");
         assert_eq!(self.u("jobs_lost"), 0, "{r:#}");
         assert_eq!(self.u("leftover_instances"), 0, "no instance left: {r:#}");

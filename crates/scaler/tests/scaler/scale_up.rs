@@ -260,3 +260,50 @@ async fn a_job_whose_runner_another_job_takes_at_the_cap_gets_a_claim_queued_fir
     assert!(env.batch(&[("msg-c1b", back[0].1.clone(), 2)]).await.is_empty());
     assert_eq!(env.live().await.len(), 1);
 }
+
+/// Below the cap a displaced job is launched for at once (a replacement of the runner it lost),
+/// and its claim is queued first. If that replacement gets no JIT config, the scaler abandons it
+/// and no message of the job's is in the batch to be retried: the claim is what launches again.
+#[tokio::test]
+async fn a_displaced_job_whose_replacement_gets_no_jit_config_is_launched_for_again_from_its_claim() {
+    let env = Env::start(Options { max_runners: 5, ..Options::default() }).await;
+    let p = env.pool_name();
+    assert!(env.batch(&[("msg-1", scale_up(&p, 1), 1)]).await.is_empty());
+    let i1 = env.live().await[0].id.clone();
+    env.drain_queue().await;
+
+    // Job 2 (which had no earmark) takes job 1's runner; GitHub fails every JIT config.
+    env.sim.inject_fault(GhFault {
+        endpoint: "generate-jitconfig".into(),
+        status: 502,
+        count: 1000,
+        retry_after: None,
+        message: None,
+        after_processing: false,
+    });
+    let start = [("msg-s2", started(&p, 2, &runner_name(&p, &i1)), 1)];
+    assert!(env.batch(&start).await.is_empty(), "the start itself is handled");
+    let all = env.all().await;
+    let abandoned: Vec<_> = all.iter().filter(|i| i.tag("hangar:replaces") == Some(i1.as_str())).collect();
+    assert_eq!(abandoned.len(), 1, "one replacement launched for job 1: {all:?}");
+    assert_eq!(abandoned[0].tag("hangar:lifecycle"), Some("draining"));
+    assert_eq!(abandoned[0].tag("hangar:job-id"), None, "untagged when it got no config");
+    assert_eq!(env.live().await.len(), 1, "the abandoned replacement is terminated");
+    let queued = env.drain_queue().await;
+    assert_eq!(queued.len(), 1, "{queued:?}");
+    let body: serde_json::Value = serde_json::from_str(&queued[0].1).unwrap();
+    assert_eq!((body["kind"].as_str(), body["job"].as_u64()), (Some("replace_dead"), Some(1)));
+    assert_eq!(body["displaced"], true);
+
+    // GitHub recovers: the claim launches one instance for job 1, with its config.
+    env.sim.clear_faults();
+    assert!(env.batch(&[("msg-c1", queued[0].1.clone(), 1)]).await.is_empty());
+    let live = env.live().await;
+    let new: Vec<_> = live.iter().filter(|i| i.tag("hangar:job-id") == Some("1")).collect();
+    assert_eq!(new.len(), 1, "{live:?}");
+    assert_eq!(new[0].tag("hangar:replaces"), Some(i1.as_str()));
+    assert!(env.jit(&new[0].id).await.is_some());
+    // Served: the claim again launches nothing.
+    assert!(env.batch(&[("msg-c1", queued[0].1.clone(), 2)]).await.is_empty());
+    assert_eq!(env.live().await.len(), 2);
+}
