@@ -7,7 +7,7 @@
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
@@ -31,21 +31,40 @@ pub struct Invoker {
     http: reqwest::Client,
     url: String,
     pub inflight: AtomicUsize,
+    /// The function's timeout: a failed invocation that ran this long timed out.
+    function_timeout: Duration,
+    /// Invocations that failed after running for the function's timeout. Unlike Lambda,
+    /// `cargo lambda watch` does not end the handler, which may go on working while its batch
+    /// is redelivered; the report counts these so a run shows whether that happened. (Ending the
+    /// processes instead leaves `cargo lambda watch` handing later invocations to the dead
+    /// ones' polls.)
+    pub timeouts: AtomicU64,
 }
 
 impl Invoker {
     /// `base` is the `cargo lambda watch` address; the function is `_` (the one function it
-    /// serves with `--only-lambda-apis`).
-    pub fn new(base: &str, timeout: Duration) -> anyhow::Result<Self> {
+    /// serves with `--only-lambda-apis`). `function_timeout` is the `--timeout` it was given.
+    pub fn new(base: &str, function_timeout: Duration) -> anyhow::Result<Self> {
         Ok(Invoker {
-            http: reqwest::Client::builder().timeout(timeout).build()?,
+            http: reqwest::Client::builder().timeout(function_timeout + Duration::from_secs(5)).build()?,
             url: format!("{base}/2015-03-31/functions/_/invocations"),
             inflight: AtomicUsize::new(0),
+            function_timeout,
+            timeouts: AtomicU64::new(0),
         })
     }
 
     /// One synchronous invocation; `Err` for a function error, a timeout or a dead runtime.
     pub async fn invoke(&self, payload: &Value) -> Result<Value, String> {
+        let started = std::time::Instant::now();
+        let out = self.invoke_once(payload).await;
+        if out.is_err() && started.elapsed() >= self.function_timeout {
+            self.timeouts.fetch_add(1, Ordering::SeqCst);
+        }
+        out
+    }
+
+    async fn invoke_once(&self, payload: &Value) -> Result<Value, String> {
         self.inflight.fetch_add(1, Ordering::SeqCst);
         let res = self.http.post(&self.url).json(payload).send().await;
         self.inflight.fetch_sub(1, Ordering::SeqCst);

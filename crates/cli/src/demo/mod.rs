@@ -444,7 +444,7 @@ async fn run_cloud(
     let (stop_tx, stop_rx) = watch::channel(false);
     let invoker = Arc::new(esm::Invoker::new(
         &format!("http://127.0.0.1:{scaler_port}"),
-        Duration::from_secs(args.lambda_timeout + 5),
+        Duration::from_secs(args.lambda_timeout),
     )?);
     let esm = Arc::new(esm::Esm::new(
         sqs.clone(),
@@ -849,6 +849,10 @@ async fn run_cloud(
         .collect();
     extra.insert("unfinished_jobs".into(), serde_json::Value::Array(unfinished));
     extra.insert("event_source".into(), serde_json::to_value(esm.stats())?);
+    extra.insert(
+        "invocation_timeouts".into(),
+        serde_json::json!(invoker.timeouts.load(std::sync::atomic::Ordering::SeqCst)),
+    );
     extra.insert("instances".into(), serde_json::to_value(instances.stats())?);
     extra.insert(
         "instances_by_phase".into(),
