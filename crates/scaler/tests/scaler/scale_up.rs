@@ -140,14 +140,7 @@ async fn throttling_is_retried_within_bounds_reported_failed_and_succeeds_on_red
 async fn github_5xx_during_jit_leaves_no_orphan_and_the_messages_are_retried() {
     let env = Env::start(Options::default()).await;
     let p = env.pool_name();
-    env.sim.inject_fault(GhFault {
-        endpoint: "generate-jitconfig".into(),
-        status: 502,
-        count: 1000,
-        retry_after: None,
-        message: None,
-        after_processing: false,
-    });
+    env.sim.inject_fault(jit_outage());
     let batch = jobs(&p, &[11, 12]);
     assert_eq!(env.batch(&refs(&batch)).await, ["msg-11", "msg-12"]);
     assert!(env.live().await.is_empty(), "both new instances were terminated: {:?}", env.all().await);
@@ -273,14 +266,7 @@ async fn a_displaced_job_whose_replacement_gets_no_jit_config_is_launched_for_ag
     env.drain_queue().await;
 
     // Job 2 (which had no earmark) takes job 1's runner; GitHub fails every JIT config.
-    env.sim.inject_fault(GhFault {
-        endpoint: "generate-jitconfig".into(),
-        status: 502,
-        count: 1000,
-        retry_after: None,
-        message: None,
-        after_processing: false,
-    });
+    env.sim.inject_fault(jit_outage());
     let start = [("msg-s2", started(&p, 2, &runner_name(&p, &i1)), 1)];
     assert!(env.batch(&start).await.is_empty(), "the start itself is handled");
     let all = env.all().await;
@@ -306,4 +292,16 @@ async fn a_displaced_job_whose_replacement_gets_no_jit_config_is_launched_for_ag
     // Served: the claim again launches nothing.
     assert!(env.batch(&[("msg-c1", queued[0].1.clone(), 2)]).await.is_empty());
     assert_eq!(env.live().await.len(), 2);
+}
+
+/// GitHub answers every org JIT config request with 502, for longer than any retry.
+fn jit_outage() -> GhFault {
+    GhFault {
+        endpoint: "generate-jitconfig".into(),
+        status: 502,
+        count: 1000,
+        retry_after: None,
+        message: None,
+        after_processing: false,
+    }
 }
