@@ -119,6 +119,11 @@ impl Esm {
         }
     }
 
+    /// Batches handed to the function and not finished yet (one per message group).
+    pub fn batches_in_flight(&self) -> usize {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     pub fn stats(&self) -> EsmStats {
         self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }

@@ -454,8 +454,10 @@ async fn run_cloud(
         args.visibility_timeout as i32,
         (args.lambda_timeout + 10).min(i32::MAX as u64) as i32,
     ));
+    // The queue's mapping stops before teardown, the schedule and EC2 events with everything.
+    let (poll_stop_tx, poll_stop_rx) = watch::channel(false);
     let mut tasks = vec![
-        tokio::spawn(Arc::clone(&esm).run(stop_rx.clone())),
+        tokio::spawn(Arc::clone(&esm).run(poll_stop_rx)),
         tokio::spawn(esm::schedule(
             Arc::clone(&esm),
             Duration::from_secs_f64(args.reconcile_every.max(0.2)),
@@ -706,18 +708,45 @@ async fn run_cloud(
     }
 
     // Teardown: warm pools to zero (a new configuration means new execution environments),
-    // then wait for the pools to empty.
+    // then wait for the pools to empty. The queue may still hold a backlog (requeued `queued`
+    // copies of jobs that ran meanwhile), and a batch of it can launch after the pools look
+    // empty; so once they do, the queue's mapping is disabled, as one would in AWS, the
+    // batches in flight finish, and the pools must be empty again.
     say("draining: warm pools to 0".into());
     stack::put_config(&ssm, &stack::drained(&stack.config)).await?;
     scalers.stop_all().await;
     scalers.start().await?;
     let drain_deadline = Instant::now() + Duration::from_secs_f64(args.drain_timeout);
+    let mut polling = true;
     loop {
         let live = instances.latest().instances.iter().filter(|i| i.counts_toward_cap()).count();
         let params = stack::jit_parameters(&ssm).await.map(|p| p.len()).unwrap_or(usize::MAX);
         let runners = sim.runners().iter().filter(|r| !r.removed).count();
         if live == 0 && params == 0 && runners == 0 {
-            break;
+            if !polling {
+                break;
+            }
+            polling = false;
+            let _ = poll_stop_tx.send(true);
+            let flight_deadline = Instant::now() + Duration::from_secs(args.lambda_timeout + 5);
+            while esm.batches_in_flight() > 0 && Instant::now() < flight_deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            say("drained; queue mapping disabled, looking again".into());
+            // Of the instance simulator's next two looks at moto, the second began after the
+            // last batch ended, so it sees whatever that batch launched.
+            let mut seen = instances.latest().at_ms;
+            let mut fresh = 0;
+            let look_deadline = Instant::now() + Duration::from_secs(10);
+            while fresh < 2 && Instant::now() < look_deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let at = instances.latest().at_ms;
+                if at > seen {
+                    seen = at;
+                    fresh += 1;
+                }
+            }
+            continue;
         }
         if Instant::now() >= drain_deadline {
             say(format!("drain deadline: {live} instances, {params} parameters, {runners} runners remain"));
