@@ -914,7 +914,6 @@ async fn run_cloud(
     Ok((o, svg))
 }
 
-/// A job and its re-runs, in order.
 /// A delivery's HTTP status, `error` (no answer: the connection failed or timed out), or
 /// `pending` (not sent when the run ended).
 fn delivery_outcome(d: &hangar_sim::github::Delivery) -> String {
@@ -925,6 +924,7 @@ fn delivery_outcome(d: &hangar_sim::github::Delivery) -> String {
     }
 }
 
+/// A job and its re-runs, in order.
 fn chain_of<'a>(
     root: u64,
     by_id: &HashMap<u64, &'a hangar_sim::github::Job>,
