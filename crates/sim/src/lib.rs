@@ -5,7 +5,9 @@
 //! - [`imds`]: an EC2 instance metadata service (IMDSv2) for the boot agent's tests.
 //! - [`instances`]: runner instances: boot, read the JIT parameter, run one job, terminate.
 //! - [`trace`]: workload traces replayed by `hangar demo`.
+//! - [`bound`]: the queue wait an ideal scaler would have had on a trace (the demo's bound).
 
+pub mod bound;
 pub mod fault_proxy;
 pub mod github;
 pub mod imds;
