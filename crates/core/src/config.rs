@@ -208,12 +208,19 @@ pub const MAX_LABEL_LEN: usize = 256;
 impl Config {
     /// Parse and validate a YAML or JSON document (JSON is YAML).
     pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let cfg = Self::parse(text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// [`Config::from_yaml`] without [`Config::validate`]: the size limit and the schema only.
+    /// For tools that report more than the first problem of a document (`hangar config
+    /// validate`); a service must load with `from_yaml`.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
         if text.len() > MAX_CONFIG_BYTES {
             return Err(ConfigError::TooLarge(text.len()));
         }
-        let cfg: Config = serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
-        cfg.validate()?;
-        Ok(cfg)
+        serde_yaml_ng::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
     }
 
     pub fn pool(&self, name: &PoolName) -> Option<&PoolConfig> {
@@ -327,4 +334,267 @@ pub fn parse_hhmm(s: &str) -> Option<u32> {
 /// Monday = 0.
 pub fn weekday_index(d: &str) -> Option<u32> {
     ["mon", "tue", "wed", "thu", "fri", "sat", "sun"].iter().position(|x| *x == d).map(|i| i as u32)
+}
+
+// `hangar config validate`: the load checks above, and the checks only an operator can act on.
+
+/// How long the boot agent waits for its instance's JIT config before it gives up and terminates
+/// the instance: the default of `HANGAR_JIT_DEADLINE_SECONDS` in
+/// `ami/boot-agent/hangar-boot-agent.sh`, which the launch template's user data
+/// (`infra/template.yaml`) also sets. `crates/core/tests/config_lint.rs` reads both and fails
+/// when either differs from this.
+pub const BOOT_AGENT_JIT_DEADLINE_SECS: u64 = 600;
+
+/// One problem in a configuration document, at a field path shaped as the load errors' are
+/// (`pools[1].subnets[2]`); an empty path means the document as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub field: String,
+    pub message: String,
+}
+
+impl ConfigProblem {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+/// What [`check_document`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DocumentCheck {
+    /// Not a YAML (or JSON) document at all, so nothing else could be checked.
+    NotYaml(String),
+    /// Checked. No problems: the Lambdas load the document and no operator check objects.
+    Checked {
+        /// How many pools it defines, when it fits the schema.
+        pools: Option<usize>,
+        problems: Vec<ConfigProblem>,
+    },
+}
+
+/// Every check `hangar config validate` runs on a document. First exactly the Lambdas' load,
+/// [`Config::from_yaml`], which stops at its first error; then, whenever the document fits the
+/// schema, every [`lint`] problem (one on the field the load error names is left out: it is the
+/// same problem).
+pub fn check_document(text: &str) -> DocumentCheck {
+    let (cfg, mut problems) = match Config::from_yaml(text) {
+        Ok(cfg) => (cfg, vec![]),
+        Err(e @ ConfigError::TooLarge(_)) => {
+            return DocumentCheck::Checked {
+                pools: None,
+                problems: vec![ConfigProblem::new("", e.to_string())],
+            };
+        }
+        Err(ConfigError::Parse(msg)) => {
+            // Within the size limit, so parsing it once more is bounded as the load was.
+            if let Err(e) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
+                return DocumentCheck::NotYaml(e.to_string());
+            }
+            let (field, message) = split_yaml_path(&msg);
+            return DocumentCheck::Checked {
+                pools: None,
+                problems: vec![ConfigProblem::new(field, message)],
+            };
+        }
+        Err(ConfigError::Invalid { field, reason }) => {
+            let load = ConfigProblem::new(field, reason);
+            match Config::parse(text) {
+                Ok(cfg) => (cfg, vec![load]),
+                // Unreachable: `from_yaml` validates only what it parsed.
+                Err(_) => return DocumentCheck::Checked { pools: None, problems: vec![load] },
+            }
+        }
+    };
+    for p in lint(&cfg) {
+        if !problems.iter().any(|q| q.field == p.field) {
+            problems.push(p);
+        }
+    }
+    DocumentCheck::Checked { pools: Some(cfg.pools.len()), problems }
+}
+
+/// serde_yaml_ng's messages start with the path of the value at fault (`pools[0]: unknown field
+/// ...`) unless it is the root.
+fn split_yaml_path(msg: &str) -> (&str, &str) {
+    let path_char = |c: char| c.is_ascii_alphanumeric() || "_-.[]?".contains(c);
+    match msg.split_once(": ") {
+        Some((path, rest)) if !path.is_empty() && path.chars().all(path_char) => (path, rest),
+        _ => ("", msg),
+    }
+}
+
+/// The checks the Lambdas do not make because only an operator can act on them, all of them
+/// (not only the first): subnets and instance types named twice, a boot timeout above the boot
+/// agent's JIT deadline, a warm pool above `max_runners`, a schedule window that never applies,
+/// and a missing `github.app_id` (the scaler's own load check, `crates/scaler/src/settings.rs`,
+/// which the core cannot call). Pure; safe on a document that failed [`Config::validate`].
+pub fn lint(cfg: &Config) -> Vec<ConfigProblem> {
+    let mut out = Vec::new();
+    if cfg.github.app_id == 0 {
+        out.push(ConfigProblem::new(
+            "github.app_id",
+            "not set: the scaler refuses to start without the GitHub App id",
+        ));
+    }
+    for (i, p) in cfg.pools.iter().enumerate() {
+        let at = |f: &str| format!("pools[{i}].{f}");
+        let overrides = "each (instance type, subnet) pair is one CreateFleet override, so the same overrides are sent twice";
+        for (list, name) in [(&p.subnets, "subnets"), (&p.instance_types, "instance_types")] {
+            for (k, first) in duplicates(list) {
+                out.push(ConfigProblem::new(
+                    at(&format!("{name}[{k}]")),
+                    format!("`{}` is already listed as {name}[{first}]: {overrides}", list[k].trim()),
+                ));
+            }
+        }
+        if p.boot_timeout_secs > BOOT_AGENT_JIT_DEADLINE_SECS {
+            out.push(ConfigProblem::new(
+                at("boot_timeout_secs"),
+                format!(
+                    "{} s is above the boot agent's JIT deadline ({BOOT_AGENT_JIT_DEADLINE_SECS} s): an \
+                     instance whose JIT config is late terminates itself before reconcile reaps it, and \
+                     then cannot be told from one that ran its job, so its job is not relaunched",
+                    p.boot_timeout_secs
+                ),
+            ));
+        }
+        let above = |size: u32| {
+            format!(
+                "{size} is above max_runners ({}), so the warm pool can never be that large",
+                p.max_runners
+            )
+        };
+        if p.warm_pool.size > p.max_runners {
+            out.push(ConfigProblem::new(at("warm_pool.size"), above(p.warm_pool.size)));
+        }
+        for (j, w) in p.warm_pool.schedule.iter().enumerate() {
+            if w.size > p.max_runners {
+                out.push(ConfigProblem::new(at(&format!("warm_pool.schedule[{j}].size")), above(w.size)));
+            }
+        }
+        for (j, field, message) in never_applies(&p.warm_pool.schedule) {
+            let f = match field {
+                "" => format!("warm_pool.schedule[{j}]"),
+                f => format!("warm_pool.schedule[{j}].{f}"),
+            };
+            out.push(ConfigProblem::new(at(&f), message));
+        }
+    }
+    out
+}
+
+/// `(index, index of its first occurrence)` of every entry listed before (compared trimmed).
+fn duplicates(list: &[String]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for (k, item) in list.iter().enumerate() {
+        if let Some(first) = list[..k].iter().position(|x| x.trim() == item.trim()) {
+            out.push((k, first));
+        }
+    }
+    out
+}
+
+/// The windows of a schedule that never set the warm-pool size, as
+/// [`crate::planner::warm_target`] evaluates a schedule: the size in force at a local weekday
+/// and minute is the largest `size` of the windows containing it (`days` empty or naming that
+/// day, `from <= minute < to`), else the pool's `size`. So a window never applies when it
+/// contains no time at all (a `from` or `to` that is not `HH:MM`, `from` not before `to`, or
+/// `days` naming no weekday), or when at every time it contains another window sets the size:
+/// one with a larger `size`, or one listed before it with the same `size` (which sets the same
+/// size, so this one changes nothing). Returns `(window, field, message)`; an empty field is
+/// the window itself.
+fn never_applies(schedule: &[WarmWindow]) -> Vec<(usize, &'static str, String)> {
+    let mut out = Vec::new();
+    // (index, from, to, days, size) of the windows that contain some time.
+    let mut live: Vec<(usize, u32, u32, [bool; 7], u32)> = Vec::new();
+    for (j, w) in schedule.iter().enumerate() {
+        let (from, to) = (parse_hhmm(&w.from), parse_hhmm(&w.to));
+        let Some(from) = from else {
+            out.push((j, "from", format!("`{}` is not HH:MM, so the window never applies", w.from)));
+            continue;
+        };
+        let Some(to) = to else {
+            out.push((j, "to", format!("`{}` is not HH:MM, so the window never applies", w.to)));
+            continue;
+        };
+        if from >= to {
+            let hint = if from > to {
+                format!(
+                    " (a window cannot cross midnight: split it into {}-24:00 and 00:00-{})",
+                    w.from, w.to
+                )
+            } else {
+                String::new()
+            };
+            out.push((
+                j,
+                "to",
+                format!(
+                    "`{}` is not after `from` `{}`: the window holds no time and never applies{hint}",
+                    w.to, w.from
+                ),
+            ));
+            continue;
+        }
+        let mut days = [w.days.is_empty(); 7];
+        for d in &w.days {
+            if let Some(k) = weekday_index(d) {
+                days[k as usize] = true;
+            }
+        }
+        if !days.contains(&true) {
+            out.push((j, "days", "names no weekday (mon..sun), so the window never applies".to_owned()));
+            continue;
+        }
+        live.push((j, from, to, days, w.size));
+    }
+    // Which windows are contained in a window is the same between consecutive `from`/`to`
+    // values, so evaluating at those minutes covers the week.
+    let mut minutes: Vec<u32> = live.iter().flat_map(|w| [w.1, w.2]).filter(|m| *m < 24 * 60).collect();
+    minutes.sort_unstable();
+    minutes.dedup();
+    // For each live window: whether it ever sets the size, and which windows do in its place.
+    let mut applies = vec![false; live.len()];
+    let mut instead: Vec<Vec<usize>> = vec![Vec::new(); live.len()];
+    for day in 0..7 {
+        for &m in &minutes {
+            let containing: Vec<usize> =
+                (0..live.len()).filter(|&k| live[k].3[day] && live[k].1 <= m && m < live[k].2).collect();
+            // The first of the largest: `max_by_key` would keep the last.
+            let Some(&winner) = containing.iter().rev().max_by_key(|&&k| live[k].4) else { continue };
+            applies[winner] = true;
+            for &k in &containing {
+                if k != winner && !instead[k].contains(&winner) {
+                    instead[k].push(winner);
+                }
+            }
+        }
+    }
+    for (k, w) in live.iter().enumerate() {
+        if !applies[k] {
+            let by: Vec<String> =
+                instead[k].iter().map(|&o| format!("schedule[{}] (size {})", live[o].0, live[o].4)).collect();
+            out.push((
+                w.0,
+                "",
+                format!(
+                    "never applies: wherever it holds, {} sets the size instead (the largest window wins, \
+                     the first of equal ones)",
+                    by.join(", ")
+                ),
+            ));
+        }
+    }
+    out.sort_by_key(|(j, _, _)| *j);
+    out
 }
