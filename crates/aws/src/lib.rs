@@ -5,6 +5,7 @@
 //! - [`sqs::SqsScaleQueue`], [`sqs::SqsPoller`]: the scale queue.
 //! - [`error`]: SDK errors classified into [`hangar_core::ports::PortError`].
 
+pub mod dynamo;
 pub mod ec2;
 pub mod error;
 pub mod sdk;
@@ -14,6 +15,7 @@ pub mod ssm;
 
 /// The SDK crates, re-exported so binaries build clients without their own SDK dependency.
 pub mod reexports {
+    pub use aws_sdk_dynamodb as dynamodb;
     pub use aws_sdk_ec2 as ec2;
     pub use aws_sdk_sqs as sqs;
     pub use aws_sdk_ssm as ssm;

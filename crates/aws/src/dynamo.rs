@@ -1,0 +1,524 @@
+//! The job ledger on DynamoDB ([`DynamoLedger`]).
+//!
+//! # Key design
+//! - **Table:** partition key `pk` (string) = `<job id>#<run attempt>`, no sort key. Every event
+//!   names its job attempt, so each transition is one conditional write on one item, with no
+//!   read first; a re-run attempt is a new item.
+//! - **Index `queued-by-pool`:** a global secondary index with partition key `queued_pool` and
+//!   sort key `created_ms`, keys only. `queued_pool` is written only while the entry is queued
+//!   and removed by the write that starts or ends it, so the index is *sparse*: it holds the
+//!   queued jobs and nothing else, and a pool's queue is one query, oldest first, whose cost
+//!   follows the queue's length, not the pool's history. (Keying the table by pool instead would
+//!   put every job of the pool in one partition and make each query read the day's history.)
+//! - **Consistency:** a GSI is only eventually consistent, so a job that just started could
+//!   still be listed, and planning on it would launch for a job that no longer waits. So
+//!   [`JobLedger::queued`] takes the keys from the index and reads the items themselves with a
+//!   consistent `BatchGetItem`, keeping only those still queued. A job queued a moment ago may
+//!   be missing from the index; the batch that recorded it plans on its own writes too (the
+//!   scaler merges them), and every later plan sees it.
+//! - **Hot keys:** one pool's queued jobs share an index partition. A partition takes 1,000
+//!   writes a second; a pool's webhooks come nowhere near that.
+//! - **TTL** on `expires_at` (epoch seconds), [`ENTRY_TTL_HOURS`] after the last change.
+//!
+//! IAM: `dynamodb:PutItem`, `dynamodb:UpdateItem`, `dynamodb:GetItem`, `dynamodb:BatchGetItem`
+//! on the table; `dynamodb:Query` on `table/<name>/index/queued-by-pool`.
+//!
+//! [`ENTRY_TTL_HOURS`]: hangar_core::ledger::ENTRY_TTL_HOURS
+
+use crate::error::classify;
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
+use chrono::{DateTime, SecondsFormat, Utc};
+use hangar_core::ids::{InstallationId, PoolName, RunId, RunnerName};
+use hangar_core::ledger::{
+    expires_at, sort_oldest_first, transition, Applied, JobChange, JobEvent, JobKey, JobLedger, JobStatus,
+    LedgerError, LedgerJob,
+};
+use hangar_core::ports::PortError;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The index that lists each pool's queued jobs.
+pub const QUEUED_INDEX: &str = "queued-by-pool";
+/// `BatchGetItem` takes at most 100 keys per call.
+const BATCH_GET_MAX: usize = 100;
+/// Unprocessed keys (DynamoDB's answer under load) are asked for again this many times.
+const BATCH_GET_ROUNDS: u32 = 5;
+
+mod attr {
+    pub const PK: &str = "pk";
+    pub const POOL: &str = "pool";
+    pub const STATUS: &str = "status";
+    pub const RUN_ID: &str = "run_id";
+    pub const REPOSITORY: &str = "repository";
+    pub const INSTALLATION_ID: &str = "installation_id";
+    pub const LABELS: &str = "labels";
+    pub const CREATED_AT: &str = "created_at";
+    pub const CREATED_MS: &str = "created_ms";
+    pub const STARTED_AT: &str = "started_at";
+    pub const COMPLETED_AT: &str = "completed_at";
+    pub const RUNNER_NAME: &str = "runner_name";
+    pub const CONCLUSION: &str = "conclusion";
+    pub const EXPIRES_AT: &str = "expires_at";
+    pub const QUEUED_POOL: &str = "queued_pool";
+}
+
+/// [`JobLedger`] on one DynamoDB table (see the module docs for the keys).
+#[derive(Debug, Clone)]
+pub struct DynamoLedger {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoLedger {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn put_queued(&self, event: &JobEvent, job: &LedgerJob) -> Result<bool, PortError> {
+        let mut item = to_item(job);
+        item.insert(attr::QUEUED_POOL.into(), s(job.pool.as_str()));
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK)
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
+                Ok(false)
+            }
+            Err(e) => Err(classify("dynamodb:PutItem", e, |se| {
+                tracing::debug!(job = %event.key, "ledger put failed");
+                Some(
+                    se.is_provisioned_throughput_exceeded_exception()
+                        || se.is_request_limit_exceeded()
+                        || se.is_internal_server_error(),
+                )
+            })),
+        }
+    }
+
+    /// Moves an entry on (or creates it) with `UpdateItem`, conditional on the status it moves
+    /// from. Returns the entry as it was, or `Err(None)`-like `Ok(None)` when the condition
+    /// failed.
+    async fn update(
+        &self,
+        event: &JobEvent,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Option<LedgerJob>>, PortError> {
+        let mut set = vec![
+            "#status = :to",
+            "#pool = if_not_exists(#pool, :pool)",
+            "#run_id = if_not_exists(#run_id, :run_id)",
+            "#repository = if_not_exists(#repository, :repository)",
+            "#labels = if_not_exists(#labels, :no_labels)",
+            "#created_at = if_not_exists(#created_at, :at)",
+            "#created_ms = if_not_exists(#created_ms, :at_ms)",
+            "#expires_at = :expires_at",
+        ];
+        let mut remove = vec!["#queued_pool"];
+        let mut names: HashMap<String, String> = [
+            attr::PK,
+            attr::STATUS,
+            attr::POOL,
+            attr::RUN_ID,
+            attr::REPOSITORY,
+            attr::LABELS,
+            attr::CREATED_AT,
+            attr::CREATED_MS,
+            attr::EXPIRES_AT,
+            attr::QUEUED_POOL,
+        ]
+        .iter()
+        .map(|a| (format!("#{a}"), (*a).to_owned()))
+        .collect();
+        let mut values: HashMap<String, AttributeValue> = HashMap::new();
+        let expires = expires_at(now);
+        values.insert(":pool".into(), s(event.pool.as_str()));
+        values.insert(":run_id".into(), n(event.run_id.0));
+        values.insert(":repository".into(), s(event.repository.as_str()));
+        values.insert(":no_labels".into(), AttributeValue::L(Vec::new()));
+        values.insert(":expires_at".into(), AttributeValue::N(expires.timestamp().to_string()));
+        if let Some(inst) = event.installation_id {
+            set.push("#installation_id = if_not_exists(#installation_id, :installation_id)");
+            names.insert("#installation_id".into(), attr::INSTALLATION_ID.into());
+            values.insert(":installation_id".into(), n(inst.0));
+        }
+        let (at, runner, condition) = match &event.change {
+            JobChange::Queued { .. } => unreachable!("queued events are puts"),
+            JobChange::Started { runner_name, started_at } => {
+                let at = started_at.unwrap_or(now);
+                set.push("#started_at = :at");
+                names.insert("#started_at".into(), attr::STARTED_AT.into());
+                values.insert(":from".into(), s(JobStatus::Queued.as_str()));
+                (at, runner_name, "attribute_not_exists(#pk) OR #status = :from")
+            }
+            JobChange::Completed { runner_name, conclusion, completed_at } => {
+                let at = completed_at.unwrap_or(now);
+                set.push("#completed_at = :at");
+                names.insert("#completed_at".into(), attr::COMPLETED_AT.into());
+                names.insert("#conclusion".into(), attr::CONCLUSION.into());
+                match conclusion {
+                    Some(c) => {
+                        set.push("#conclusion = :conclusion");
+                        values.insert(":conclusion".into(), s(c));
+                    }
+                    None => remove.push("#conclusion"),
+                }
+                values.insert(":from".into(), s(JobStatus::Done.as_str()));
+                (at, runner_name, "attribute_not_exists(#pk) OR #status <> :from")
+            }
+        };
+        if let Some(r) = runner {
+            set.push("#runner_name = :runner_name");
+            names.insert("#runner_name".into(), attr::RUNNER_NAME.into());
+            values.insert(":runner_name".into(), s(r.as_str()));
+        }
+        values.insert(":to".into(), s(event.change.status().as_str()));
+        values.insert(":at".into(), s(&fmt_time(at)));
+        values.insert(":at_ms".into(), AttributeValue::N(at.timestamp_millis().to_string()));
+        let expr = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(attr::PK, s(&event.key.to_string()))
+            .update_expression(expr)
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match res {
+            Ok(out) => match out.attributes {
+                Some(old) if !old.is_empty() => Ok(Some(Some(from_item(&old)?))),
+                _ => Ok(Some(None)),
+            },
+            Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
+                Ok(None)
+            }
+            Err(e) => Err(classify("dynamodb:UpdateItem", e, |se| {
+                Some(
+                    se.is_provisioned_throughput_exceeded_exception()
+                        || se.is_request_limit_exceeded()
+                        || se.is_internal_server_error()
+                        || se.is_transaction_conflict_exception(),
+                )
+            })),
+        }
+    }
+
+    /// The status of an entry whose conditional write was refused.
+    async fn existing_status(&self, key: JobKey) -> Result<JobStatus, PortError> {
+        match self.get(key).await? {
+            Some(j) => Ok(j.status),
+            // Refused, then gone: only its TTL could have removed it, and an expired entry is
+            // one GitHub gave up on. Report it as ended.
+            None => Ok(JobStatus::Done),
+        }
+    }
+
+    async fn batch_get(&self, keys: Vec<JobKey>) -> Result<Vec<LedgerJob>, PortError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH_GET_MAX) {
+            let mut pending = Some(
+                KeysAndAttributes::builder()
+                    .set_keys(Some(
+                        chunk
+                            .iter()
+                            .map(|k| HashMap::from([(attr::PK.to_owned(), s(&k.to_string()))]))
+                            .collect(),
+                    ))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| PortError::permanent("dynamodb:BatchGetItem", None, e.to_string()))?,
+            );
+            let mut round = 0;
+            while let Some(req) = pending.take() {
+                let res = self.client.batch_get_item().request_items(&self.table, req).send().await.map_err(
+                    |e| {
+                        classify("dynamodb:BatchGetItem", e, |se| {
+                            Some(
+                                se.is_provisioned_throughput_exceeded_exception()
+                                    || se.is_request_limit_exceeded()
+                                    || se.is_internal_server_error(),
+                            )
+                        })
+                    },
+                )?;
+                for item in res.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
+                    out.push(from_item(&item)?);
+                }
+                let unprocessed = res.unprocessed_keys.and_then(|mut u| u.remove(&self.table));
+                if let Some(u) = unprocessed.filter(|u| !u.keys.is_empty()) {
+                    round += 1;
+                    if round > BATCH_GET_ROUNDS {
+                        return Err(PortError::retryable(
+                            "dynamodb:BatchGetItem",
+                            Some("UnprocessedKeys".into()),
+                            format!(
+                                "{} keys still unprocessed after {BATCH_GET_ROUNDS} rounds",
+                                u.keys.len()
+                            ),
+                        ));
+                    }
+                    // DynamoDB asks for exponential backoff before asking again for unprocessed keys.
+                    tokio::time::sleep(Duration::from_millis(25 << round)).await;
+                    pending = Some(u);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl JobLedger for DynamoLedger {
+    async fn apply(&self, event: &JobEvent, now: DateTime<Utc>) -> Result<Applied, PortError> {
+        event.validate()?;
+        if let JobChange::Queued { .. } = event.change {
+            let Applied::Recorded { job, from } = transition(None, event, now) else {
+                unreachable!("a queued event on no entry always records")
+            };
+            return if self.put_queued(event, job.as_ref()).await? {
+                Ok(Applied::Recorded { from, job })
+            } else {
+                Ok(Applied::Unchanged { existing: self.existing_status(event.key).await? })
+            };
+        }
+        match self.update(event, now).await? {
+            // What was written is `transition` of what was there: the update expression is that
+            // function written for DynamoDB (the moto tests compare the two item by item).
+            Some(old) => Ok(transition(old.as_ref(), event, now)),
+            None => Ok(Applied::Unchanged { existing: self.existing_status(event.key).await? }),
+        }
+    }
+
+    async fn queued(&self, pool: &PoolName) -> Result<Vec<LedgerJob>, PortError> {
+        let pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(QUEUED_INDEX)
+            .key_condition_expression("#qp = :pool")
+            .expression_attribute_names("#qp", attr::QUEUED_POOL)
+            .expression_attribute_values(":pool", s(pool.as_str()))
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Vec<_>>()
+            .await;
+        let mut keys = Vec::with_capacity(pages.len());
+        for item in pages {
+            let item = item.map_err(|e| {
+                classify("dynamodb:Query", e, |se| {
+                    Some(
+                        se.is_provisioned_throughput_exceeded_exception()
+                            || se.is_request_limit_exceeded()
+                            || se.is_internal_server_error(),
+                    )
+                })
+            })?;
+            keys.push(get_s(&item, attr::PK)?.parse::<JobKey>()?);
+        }
+        let mut jobs: Vec<_> = self
+            .batch_get(keys)
+            .await?
+            .into_iter()
+            .filter(|j| j.status == JobStatus::Queued && &j.pool == pool)
+            .collect();
+        sort_oldest_first(&mut jobs);
+        Ok(jobs)
+    }
+
+    async fn get(&self, key: JobKey) -> Result<Option<LedgerJob>, PortError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::PK, s(&key.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| {
+                classify("dynamodb:GetItem", e, |se| {
+                    Some(
+                        se.is_provisioned_throughput_exceeded_exception()
+                            || se.is_request_limit_exceeded()
+                            || se.is_internal_server_error(),
+                    )
+                })
+            })?;
+        out.item.map(|i| from_item(&i)).transpose().map_err(Into::into)
+    }
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+fn n(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+/// Full precision, so what is read back equals what was written.
+fn fmt_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+fn to_item(job: &LedgerJob) -> HashMap<String, AttributeValue> {
+    let mut item = HashMap::from([
+        (attr::PK.to_owned(), s(&job.key.to_string())),
+        (attr::POOL.to_owned(), s(job.pool.as_str())),
+        (attr::STATUS.to_owned(), s(job.status.as_str())),
+        (attr::RUN_ID.to_owned(), n(job.run_id.0)),
+        (attr::REPOSITORY.to_owned(), s(job.repository.as_str())),
+        (attr::LABELS.to_owned(), AttributeValue::L(job.labels.iter().map(|l| s(l)).collect())),
+        (attr::CREATED_AT.to_owned(), s(&fmt_time(job.created_at))),
+        (attr::CREATED_MS.to_owned(), AttributeValue::N(job.created_at.timestamp_millis().to_string())),
+        (attr::EXPIRES_AT.to_owned(), AttributeValue::N(job.expires_at.timestamp().to_string())),
+    ]);
+    if let Some(i) = job.installation_id {
+        item.insert(attr::INSTALLATION_ID.into(), n(i.0));
+    }
+    if let Some(t) = job.started_at {
+        item.insert(attr::STARTED_AT.into(), s(&fmt_time(t)));
+    }
+    if let Some(t) = job.completed_at {
+        item.insert(attr::COMPLETED_AT.into(), s(&fmt_time(t)));
+    }
+    if let Some(r) = &job.runner_name {
+        item.insert(attr::RUNNER_NAME.into(), s(r.as_str()));
+    }
+    if let Some(c) = &job.conclusion {
+        item.insert(attr::CONCLUSION.into(), s(c));
+    }
+    item
+}
+
+fn get_s<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Result<&'a str, LedgerError> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Ok(v),
+        Some(_) => Err(LedgerError::Corrupt(format!("`{name}` is not a string"))),
+        None => Err(LedgerError::Corrupt(format!("`{name}` is missing"))),
+    }
+}
+fn opt_s<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> Result<Option<&'a str>, LedgerError> {
+    item.get(name).map(|_| get_s(item, name)).transpose()
+}
+fn opt_n(item: &HashMap<String, AttributeValue>, name: &str) -> Result<Option<u64>, LedgerError> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => {
+            v.parse().map(Some).map_err(|_| LedgerError::Corrupt(format!("`{name}` is not a u64")))
+        }
+        Some(_) => Err(LedgerError::Corrupt(format!("`{name}` is not a number"))),
+        None => Ok(None),
+    }
+}
+fn time(v: &str, name: &str) -> Result<DateTime<Utc>, LedgerError> {
+    DateTime::parse_from_rfc3339(v)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| LedgerError::Corrupt(format!("`{name}` is not an RFC 3339 time")))
+}
+fn opt_time(
+    item: &HashMap<String, AttributeValue>,
+    name: &str,
+) -> Result<Option<DateTime<Utc>>, LedgerError> {
+    opt_s(item, name)?.map(|v| time(v, name)).transpose()
+}
+
+fn from_item(item: &HashMap<String, AttributeValue>) -> Result<LedgerJob, LedgerError> {
+    let labels = match item.get(attr::LABELS) {
+        Some(AttributeValue::L(l)) => l
+            .iter()
+            .map(|v| match v {
+                AttributeValue::S(s) => Ok(s.clone()),
+                _ => Err(LedgerError::Corrupt("a label is not a string".into())),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(_) => return Err(LedgerError::Corrupt("`labels` is not a list".into())),
+        None => Vec::new(),
+    };
+    let pool = get_s(item, attr::POOL)?;
+    if pool.is_empty() {
+        return Err(LedgerError::Corrupt("`pool` is empty".into()));
+    }
+    let expires = opt_n(item, attr::EXPIRES_AT)?
+        .ok_or_else(|| LedgerError::Corrupt(format!("`{}` is missing", attr::EXPIRES_AT)))?;
+    Ok(LedgerJob {
+        key: get_s(item, attr::PK)?.parse()?,
+        pool: PoolName::from(pool),
+        status: JobStatus::parse(get_s(item, attr::STATUS)?)?,
+        run_id: RunId(
+            opt_n(item, attr::RUN_ID)?.ok_or_else(|| LedgerError::Corrupt("`run_id` is missing".into()))?,
+        ),
+        repository: get_s(item, attr::REPOSITORY)?.into(),
+        installation_id: opt_n(item, attr::INSTALLATION_ID)?.map(InstallationId),
+        labels,
+        created_at: time(get_s(item, attr::CREATED_AT)?, attr::CREATED_AT)?,
+        started_at: opt_time(item, attr::STARTED_AT)?,
+        completed_at: opt_time(item, attr::COMPLETED_AT)?,
+        runner_name: opt_s(item, attr::RUNNER_NAME)?.map(RunnerName::from),
+        conclusion: opt_s(item, attr::CONCLUSION)?.map(str::to_owned),
+        expires_at: i64::try_from(expires)
+            .ok()
+            .and_then(|secs| DateTime::from_timestamp(secs, 0))
+            .ok_or_else(|| LedgerError::Corrupt("`expires_at` is out of range".into()))?,
+    })
+}
+
+/// Creates the ledger table as `infra/template.yaml` does (on-demand billing, the sparse index,
+/// keys only). For the local cloud and tests; in AWS the stack owns the table. IAM:
+/// `dynamodb:CreateTable`, `dynamodb:UpdateTimeToLive`.
+pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), PortError> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+        ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
+    };
+    let key = |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build();
+    let def = |name: &str, t| AttributeDefinition::builder().attribute_name(name).attribute_type(t).build();
+    let built = |e: aws_sdk_dynamodb::error::BuildError| {
+        PortError::permanent("dynamodb:CreateTable", None, e.to_string())
+    };
+    client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key(attr::PK, KeyType::Hash).map_err(built)?)
+        .attribute_definitions(def(attr::PK, ScalarAttributeType::S).map_err(built)?)
+        .attribute_definitions(def(attr::QUEUED_POOL, ScalarAttributeType::S).map_err(built)?)
+        .attribute_definitions(def(attr::CREATED_MS, ScalarAttributeType::N).map_err(built)?)
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(QUEUED_INDEX)
+                .key_schema(key(attr::QUEUED_POOL, KeyType::Hash).map_err(built)?)
+                .key_schema(key(attr::CREATED_MS, KeyType::Range).map_err(built)?)
+                .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
+                .build()
+                .map_err(built)?,
+        )
+        .send()
+        .await
+        .map_err(|e| classify("dynamodb:CreateTable", e, |se| Some(se.is_limit_exceeded_exception())))?;
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(attr::EXPIRES_AT)
+                .build()
+                .map_err(built)?,
+        )
+        .send()
+        .await
+        .map_err(|e| classify("dynamodb:UpdateTimeToLive", e, |se| Some(se.is_limit_exceeded_exception())))?;
+    Ok(())
+}
