@@ -165,7 +165,9 @@ impl Gate {
             Limit::Window { max, per_ms } => {
                 Ok(Gate::Window { max: max as usize, per_ms, last: VecDeque::new() })
             }
-            Limit::Bucket { burst, every_ms } => Ok(Gate::Bucket { burst: u64::from(burst), every_ms, tat: 0 }),
+            Limit::Bucket { burst, every_ms } => {
+                Ok(Gate::Bucket { burst: u64::from(burst), every_ms, tat: 0 })
+            }
         }
     }
 
@@ -299,7 +301,8 @@ impl Sim<'_> {
             let jobs = p.queue.len().saturating_sub(supply);
             let warm = (p.queue.len() + p.warm as usize).saturating_sub(supply) - jobs;
             let first = p.queue.len() - jobs;
-            let mine = p.queue.iter().skip(first).map(|q| (0u8, q.2, i)).chain((0..warm).map(|_| (1u8, 0, i)));
+            let mine =
+                p.queue.iter().skip(first).map(|q| (0u8, q.2, i)).chain((0..warm).map(|_| (1u8, 0, i)));
             wanted.extend(mine.take(p.room() as usize));
         }
         wanted.sort();
@@ -332,7 +335,13 @@ pub fn simulate(input: &Input) -> Result<Bound, BoundError> {
             return Err(BoundError::ZeroCap(input.pools[j.pool].name.clone()));
         }
     }
-    let gates = input.limits.jit.iter().chain(&input.limits.launch).map(|l| Gate::new(*l)).collect::<Result<_, _>>()?;
+    let gates = input
+        .limits
+        .jit
+        .iter()
+        .chain(&input.limits.launch)
+        .map(|l| Gate::new(*l))
+        .collect::<Result<_, _>>()?;
     let pools = input
         .pools
         .iter()
