@@ -16,6 +16,7 @@ mod stack;
 use anyhow::{bail, Context};
 use hangar_core::config::Config;
 use hangar_core::routing::Router;
+use hangar_sim::bound::{Arrival, Boot, Bound, Limit, Limits, PoolSpec};
 use hangar_sim::fault_proxy::FaultProxy;
 use hangar_sim::github::{GithubSim, JobSpec, JobStatus, OrgSpec, SimConfig};
 use hangar_sim::instances::{DelayRange, InstanceSim, InstanceSimConfig, Phase};
@@ -320,6 +321,7 @@ async fn run_cloud(
     sim_cfg.webhook_url = Some(webhook_url.clone());
     sim_cfg.webhook_secret = secret.clone();
     sim_cfg.webhook_concurrency = args.webhooks.max(1);
+    let writes_per_minute = sim_cfg.secondary_writes_per_minute;
     let sim = Arc::new(GithubSim::start(sim_cfg).await.context("starting the GitHub simulator")?);
     say(format!("GitHub simulator on {}", sim.base_url()));
 
@@ -438,6 +440,7 @@ async fn run_cloud(
     icfg.boot = parse_range(&args.boot_ms)?;
     icfg.restart = parse_range(&args.restart_ms)?;
     icfg.jit_deadline = Duration::from_secs_f64(args.jit_deadline.max(1.0));
+    let boot = Boot { range: icfg.boot, seed: icfg.seed };
     let instances = Arc::new(InstanceSim::start(ec2.clone(), ssm.clone(), icfg)?);
 
     // Event sources.
@@ -473,6 +476,7 @@ async fn run_cloud(
         config.pools.iter().map(|p| (p.name.to_string(), p.max_runners)).collect();
     let pool_names: Vec<String> = config.pools.iter().map(|p| p.name.to_string()).collect();
     let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
+    let samples_t0 = Instant::now();
     let peaks = Arc::new(Mutex::new(BTreeMap::<String, u32>::new()));
     let job_tags = Arc::new(Mutex::new(HashMap::<String, HashSet<String>>::new()));
     {
@@ -481,7 +485,7 @@ async fn run_cloud(
             (Arc::clone(&sim), Router::new(&config), max_runners.clone(), pool_names.clone());
         let mut obs = instances.subscribe();
         let mut stop = stop_rx.clone();
-        let start = Instant::now();
+        let start = samples_t0;
         tasks.push(tokio::spawn(async move {
             let mut last_sample: Option<u64> = None;
             let mut first_tag: HashMap<String, String> = HashMap::new();
@@ -644,7 +648,8 @@ async fn run_cloud(
         }));
     }
 
-    // Replay.
+    // Replay, and the bound: the ideal scaler's run on the same trace.
+    let (bound_input, bound) = ideal(trace, &config, boot, writes_per_minute)?;
     let jobs = trace.expanded();
     say(format!(
         "replaying `{}`: {} jobs over {:.0} real s ({}x compression)",
@@ -810,9 +815,14 @@ async fn run_cloud(
         }
     }
     o.waits = report::waits(&all_waits);
+    o.bound_waits = report::waits(&bound.all_waits());
     let peaks = peaks.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for (p, po) in o.pools.iter_mut() {
         po.queue_wait_ms = report::waits(pool_waits.get(p).map(Vec::as_slice).unwrap_or(&[]));
+        if let Some(i) = pool_names.iter().position(|n| n == p) {
+            po.queue_wait_bound_ms = report::waits(&bound.pool_waits(&bound_input, i));
+        }
+        po.queue_wait_ratio = report::ratio(&po.queue_wait_ms, &po.queue_wait_bound_ms);
         po.max_observed = peaks.get(p).copied().unwrap_or(0);
     }
     o.max_runners_exceeded = o.pools.values().any(|p| p.max_observed > p.max_runners);
@@ -894,6 +904,16 @@ async fn run_cloud(
     extra.insert("aws_faults_injected".into(), serde_json::to_value(proxy.injected())?);
     extra.insert("github_calls_by_endpoint".into(), serde_json::to_value(sim.counters().requests)?);
     extra.insert("dead_letter_messages".into(), serde_json::json!(dlq_depth));
+    extra.insert(
+        "bound".into(),
+        serde_json::json!({
+            "model": "an ideal scaler (crates/sim/src/bound.rs): sees each arrival at once, launches at once; held to the caps, warm pools, boot times and seed, job durations and GitHub's write limit",
+            "boot_ms": format!("{}-{}", boot.range.min_ms, boot.range.max_ms),
+            "seed": boot.seed,
+            "jit_configs_per_minute": writes_per_minute,
+            "launches": pool_names.iter().cloned().zip(bound.launches.iter().copied()).collect::<BTreeMap<_, _>>(),
+        }),
+    );
     extra.insert("scale_queue_messages_left".into(), serde_json::json!(queue_depth));
     extra.insert("jobs_in_github".into(), serde_json::json!(all.len()));
     extra.insert(
@@ -904,7 +924,14 @@ async fn run_cloud(
     );
     o.extra = extra;
     let samples = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let svg = report::svg(&trace.name, &samples, &max_runners, &o.time_compression_note);
+    // The bound's clock starts with the replay; the samples' a little earlier.
+    let offset = replay_start.saturating_duration_since(samples_t0).as_millis() as u64;
+    let bound_queued: BTreeMap<String, Vec<(u64, u32)>> = pool_names
+        .iter()
+        .cloned()
+        .zip(bound.queued.iter().map(|c| c.iter().map(|&(t, n)| (t + offset, n)).collect()))
+        .collect();
+    let svg = report::svg(&trace.name, &samples, &bound_queued, &max_runners, &o.time_compression_note);
 
     if let Ok(p) = Arc::try_unwrap(proxy) {
         p.shutdown().await;
@@ -912,6 +939,46 @@ async fn run_cloud(
     drop(instances);
     say("done; stopping everything".into());
     Ok((o, svg))
+}
+
+/// The bound: the ideal scaler's run on this trace, in the real milliseconds of the replay
+/// (arrivals and durations compressed as the replay compresses them). It has the same caps,
+/// warm pools (the size in force at the start), boot-time range and seed as the instance
+/// simulator, the trace's durations and re-runs, and GitHub's secondary limit as the simulator
+/// applies it (`writes_per_minute` writes in any 60 s; the ideal scaler spends them all on JIT
+/// configs). The fault proxy throttles no EC2 call unless a trace fault says so, and faults are
+/// not limits: the bound has no EC2 limit and no faults.
+fn ideal(
+    trace: &Trace,
+    config: &Config,
+    boot: Boot,
+    writes_per_minute: usize,
+) -> anyhow::Result<(hangar_sim::bound::Input, Bound)> {
+    let router = Router::new(config);
+    let pools = config
+        .pools
+        .iter()
+        .map(|p| PoolSpec {
+            name: p.name.to_string(),
+            max_runners: Some(p.max_runners),
+            warm: hangar_core::planner::warm_target(&p.warm_pool, p.max_runners, chrono::Utc::now()),
+        })
+        .collect();
+    let mut jobs = Vec::new();
+    for j in trace.expanded() {
+        let pool = router.route(&j.labels).map_err(|e| anyhow::anyhow!("bound: {e:?}"))?;
+        jobs.push(Arrival {
+            pool,
+            arrival_ms: trace.real(j.at).as_millis() as u64,
+            duration_ms: trace.real(j.duration).as_millis() as u64,
+            attempts: j.run_attempt,
+        });
+    }
+    let max = u32::try_from(writes_per_minute).unwrap_or(u32::MAX);
+    let limits = Limits { jit: vec![Limit::Window { max, per_ms: 60_000 }], launch: vec![] };
+    let input = hangar_sim::bound::Input { pools, jobs, boot, limits };
+    let bound = hangar_sim::bound::simulate(&input).context("computing the bound")?;
+    Ok((input, bound))
 }
 
 /// A delivery's HTTP status, `error` (no answer: the connection failed or timed out), or

@@ -19,6 +19,10 @@ pub struct PoolOutcome {
     pub jobs: u64,
     pub completed: u64,
     pub queue_wait_ms: Waits,
+    /// The ideal scaler's queue wait on the same trace (see `hangar_sim::bound`).
+    pub queue_wait_bound_ms: Waits,
+    /// Ours over the bound; see [`ratio`].
+    pub queue_wait_ratio: Ratio,
     pub launches: u64,
     pub max_runners: u32,
     pub max_observed: u32,
@@ -29,6 +33,26 @@ pub struct Waits {
     pub p50: u64,
     pub p95: u64,
     pub max: u64,
+}
+
+/// Our queue wait over the bound's, at p50 and p95, rounded to 3 decimals. `None` (`null` in
+/// report.json, `n/a` in the table) where the bound is 0 ms: no finite ratio says how far a wait
+/// is from none at all (the wait itself does).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Ratio {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+}
+
+pub fn ratio(ours: &Waits, bound: &Waits) -> Ratio {
+    let over = |a: u64, b: u64| (b > 0).then(|| (a as f64 / b as f64 * 1000.0).round() / 1000.0);
+    Ratio { p50: over(ours.p50, bound.p50), p95: over(ours.p95, bound.p95) }
+}
+
+impl Ratio {
+    fn show(r: Option<f64>) -> String {
+        r.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.2}"))
+    }
 }
 
 /// Nearest-rank percentiles of the waits, in milliseconds.
@@ -53,6 +77,8 @@ pub struct Outcome {
     pub jobs_started: u64,
     pub jobs_completed: u64,
     pub waits: Waits,
+    /// The ideal scaler's waits on the same trace, all pools.
+    pub bound_waits: Waits,
     pub launches: u64,
     pub spot_launches: u64,
     pub on_demand_launches: u64,
@@ -104,6 +130,8 @@ impl Outcome {
             "jobs_completed": self.jobs_completed,
             "jobs_lost": self.jobs_lost(),
             "queue_wait_ms": self.waits,
+            "queue_wait_bound_ms": self.bound_waits,
+            "queue_wait_ratio": ratio(&self.waits, &self.bound_waits),
             "launches": self.launches,
             "launches_per_job": self.launches_per_job(),
             "spot_launches": self.spot_launches,
@@ -147,6 +175,18 @@ impl Outcome {
             "queue wait p50 / p95 / max",
             format!("{} / {} / {} ms", self.waits.p50, self.waits.p95, self.waits.max),
         );
+        let b = &self.bound_waits;
+        row(
+            &mut s,
+            "queue wait bound p50 / p95 / max",
+            format!("{} / {} / {} ms (ideal scaler: same caps, boots, limits)", b.p50, b.p95, b.max),
+        );
+        let r = ratio(&self.waits, b);
+        row(
+            &mut s,
+            "queue wait ratio p50 / p95",
+            format!("{} / {} (ours over the bound)", Ratio::show(r.p50), Ratio::show(r.p95)),
+        );
         row(
             &mut s,
             "instances launched per job",
@@ -182,18 +222,38 @@ impl Outcome {
                 "    {name:<14} jobs {:>4}  completed {:>4}  wait p50 {:>6} p95 {:>6} max {:>6} ms  launches {:>4}  peak {:>3}/{}",
                 p.jobs, p.completed, p.queue_wait_ms.p50, p.queue_wait_ms.p95, p.queue_wait_ms.max, p.launches, p.max_observed, p.max_runners
             );
+            let (b, r) = (&p.queue_wait_bound_ms, &p.queue_wait_ratio);
+            let _ = writeln!(
+                s,
+                "    {:<43} bound p50 {:>6} p95 {:>6} max {:>6} ms  ratio p50 {} p95 {}",
+                "",
+                b.p50,
+                b.p95,
+                b.max,
+                Ratio::show(r.p50),
+                Ratio::show(r.p95)
+            );
         }
         s
     }
 }
 
-/// One panel per pool: pending, idle, busy runners and queued jobs over real time.
-pub fn svg(trace: &str, samples: &[Sample], max_runners: &BTreeMap<String, u32>, note: &str) -> String {
+/// One panel per pool: pending, idle, busy runners and queued jobs over real time, and beside
+/// ours the bound's queued jobs (`bound_queued`: per pool, `(t_ms, queued)` at each change, on
+/// the samples' clock), dashed.
+pub fn svg(
+    trace: &str,
+    samples: &[Sample],
+    bound_queued: &BTreeMap<String, Vec<(u64, u32)>>,
+    max_runners: &BTreeMap<String, u32>,
+    note: &str,
+) -> String {
     let pools: Vec<&String> = max_runners.keys().collect();
     let (w, ph, left, top) = (960.0f64, 200.0f64, 60.0f64, 50.0f64);
     let plot_w = w - left - 20.0;
     let h = top + pools.len() as f64 * (ph + 40.0) + 20.0;
-    let t_max = samples.last().map(|s| s.t_ms).unwrap_or(1).max(1) as f64;
+    let bound_end = bound_queued.values().filter_map(|c| c.last()).map(|p| p.0).max().unwrap_or(0);
+    let t_max = samples.last().map(|s| s.t_ms).unwrap_or(1).max(bound_end).max(1) as f64;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -220,6 +280,13 @@ pub fn svg(trace: &str, samples: &[Sample], max_runners: &BTreeMap<String, u32>,
             x + 16.0
         );
     }
+    let x = left + series.len() as f64 * 130.0;
+    let _ = writeln!(
+        s,
+        r##"<line x1="{x}" x2="{}" y1="32" y2="32" stroke="#d55e00" stroke-width="2" stroke-dasharray="4 3"/><text x="{}" y="36">queued jobs, ideal scaler (bound)</text>"##,
+        x + 12.0,
+        x + 16.0
+    );
     for (pi, pool) in pools.iter().enumerate() {
         let y0 = top + pi as f64 * (ph + 40.0) + 10.0;
         let cap = f64::from(max_runners[*pool]);
@@ -227,6 +294,7 @@ pub fn svg(trace: &str, samples: &[Sample], max_runners: &BTreeMap<String, u32>,
             .iter()
             .filter_map(|x| x.pools.get(*pool))
             .map(|v| v[0].max(v[1]).max(v[2]).max(v[3]) as f64)
+            .chain(bound_queued.get(*pool).into_iter().flatten().map(|p| f64::from(p.1)))
             .fold(cap, f64::max)
             .max(1.0);
         let _ = writeln!(s, r#"<text x="{left}" y="{}">{} (max_runners {cap})</text>"#, y0 + 4.0, esc(pool));
@@ -269,6 +337,26 @@ pub fn svg(trace: &str, samples: &[Sample], max_runners: &BTreeMap<String, u32>,
                     pts.join(" ")
                 );
             }
+        }
+        // The bound's queued jobs, as steps: each change holds until the next.
+        let curve = bound_queued.get(*pool).map(Vec::as_slice).unwrap_or(&[]);
+        let mut pts = Vec::new();
+        let mut prev: Option<u32> = None;
+        for &(t, v) in curve {
+            let x = left + t as f64 / t_max * plot_w;
+            let y = |v: u32| y0 + 10.0 + ph - f64::from(v) / y_max * ph;
+            if let Some(p) = prev {
+                pts.push(format!("{x:.1},{:.1}", y(p)));
+            }
+            pts.push(format!("{x:.1},{:.1}", y(v)));
+            prev = Some(v);
+        }
+        if pts.len() > 1 {
+            let _ = writeln!(
+                s,
+                r##"<polyline fill="none" stroke="#d55e00" stroke-width="1.5" stroke-dasharray="4 3" points="{}"/>"##,
+                pts.join(" ")
+            );
         }
     }
     s.push_str("</svg>\n");
@@ -316,9 +404,70 @@ mod tests {
         }
         for k in ["p50", "p95", "max"] {
             assert!(v["queue_wait_ms"].get(k).is_some());
+            assert!(v["queue_wait_bound_ms"].get(k).is_some(), "missing queue_wait_bound_ms.{k}");
+        }
+        for k in ["p50", "p95"] {
+            assert!(v["queue_wait_ratio"].get(k).is_some(), "missing queue_wait_ratio.{k}");
         }
         assert_eq!(v["jobs_lost"], 1);
         assert_eq!(v["launches_per_job"], 1.25);
         assert!(!o.clean());
+    }
+
+    #[test]
+    fn the_ratio_is_ours_over_the_bound_and_null_where_the_bound_is_zero() {
+        let ours = Waits { p50: 3000, p95: 5000, max: 9000 };
+        let bound = Waits { p50: 1500, p95: 3000, max: 4000 };
+        assert_eq!(ratio(&ours, &bound), Ratio { p50: Some(2.0), p95: Some(1.667) });
+        let zero = Waits { p50: 0, p95: 3000, max: 3000 };
+        assert_eq!(ratio(&ours, &zero), Ratio { p50: None, p95: Some(1.667) });
+        assert_eq!(ratio(&Waits::default(), &Waits::default()), Ratio::default());
+
+        let mut o = Outcome { waits: ours, bound_waits: zero, ..Default::default() };
+        o.pools.insert(
+            "linux-x64".into(),
+            PoolOutcome {
+                queue_wait_ms: ours,
+                queue_wait_bound_ms: bound,
+                queue_wait_ratio: ratio(&ours, &bound),
+                ..Default::default()
+            },
+        );
+        let v = o.to_json();
+        assert_eq!(v["queue_wait_bound_ms"], json!({"p50": 0, "p95": 3000, "max": 3000}));
+        assert_eq!(v["queue_wait_ratio"], json!({"p50": null, "p95": 1.667}));
+        assert_eq!(
+            v["pools"]["linux-x64"]["queue_wait_bound_ms"],
+            json!({"p50": 1500, "p95": 3000, "max": 4000})
+        );
+        assert_eq!(v["pools"]["linux-x64"]["queue_wait_ratio"], json!({"p50": 2.0, "p95": 1.667}));
+        let t = o.table();
+        assert!(t.contains("queue wait bound p50 / p95 / max     0 / 3000 / 3000 ms"), "{t}");
+        assert!(t.contains("queue wait ratio p50 / p95           n/a / 1.67"), "{t}");
+        assert!(t.contains("bound p50   1500 p95   3000 max   4000 ms  ratio p50 2.00 p95 1.67"), "{t}");
+    }
+
+    #[test]
+    fn the_picture_draws_the_bounds_queued_jobs_as_dashed_steps() {
+        let caps: BTreeMap<String, u32> = [("p".to_owned(), 4)].into();
+        let samples = vec![
+            Sample { t_ms: 0, pools: [("p".to_owned(), [0, 0, 0, 0, 0])].into() },
+            Sample { t_ms: 1000, pools: [("p".to_owned(), [1, 0, 0, 2, 1])].into() },
+        ];
+        let bound: BTreeMap<String, Vec<(u64, u32)>> =
+            [("p".to_owned(), vec![(0, 0), (500, 2), (1000, 0)])].into();
+        let pic = svg("t", &samples, &bound, &caps, "note");
+        let dashed: Vec<&str> =
+            pic.lines().filter(|l| l.starts_with("<polyline") && l.contains("stroke-dasharray")).collect();
+        assert_eq!(dashed.len(), 1, "{pic}");
+        // Width 960, left 60: plot 880 px over 1000 ms; height 200 px for 4 (the cap), top at 70.
+        assert!(
+            dashed[0].contains(r#"points="60.0,270.0 500.0,270.0 500.0,170.0 940.0,170.0 940.0,270.0""#),
+            "{}",
+            dashed[0]
+        );
+        assert!(pic.contains("queued jobs, ideal scaler (bound)"));
+        let none = svg("t", &samples, &BTreeMap::new(), &caps, "note");
+        assert!(!none.lines().any(|l| l.starts_with("<polyline") && l.contains("stroke-dasharray")));
     }
 }
