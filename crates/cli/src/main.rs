@@ -3,6 +3,7 @@
 mod demo;
 // `hangar explain` is the lead's (crates/cli/src/explain.rs).
 mod explain;
+mod validate;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +20,9 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Run the local cloud (moto, cargo lambda, GitHub and runner simulators) on a workload trace.
     Demo(demo::DemoArgs),
+    /// Work with pool configuration files (`hangar config validate FILE`).
+    #[command(subcommand)]
+    Config(validate::ConfigCommand),
 }
 
 fn main() {
@@ -32,6 +36,7 @@ fn main() {
     let result = match cli.command {
         Command::Explain(args) => explain::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Config(command) => validate::run(command),
     };
     match result {
         Ok(code) => std::process::exit(code),
