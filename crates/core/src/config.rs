@@ -448,7 +448,8 @@ pub fn lint(cfg: &Config) -> Vec<ConfigProblem> {
     }
     for (i, p) in cfg.pools.iter().enumerate() {
         let at = |f: &str| format!("pools[{i}].{f}");
-        let overrides = "each (instance type, subnet) pair is one CreateFleet override, so the same overrides are sent twice";
+        let overrides =
+            "each (instance type, subnet) pair is one CreateFleet override, so some are sent twice";
         for (list, name) in [(&p.subnets, "subnets"), (&p.instance_types, "instance_types")] {
             for (k, first) in duplicates(list) {
                 out.push(ConfigProblem::new(
@@ -462,8 +463,8 @@ pub fn lint(cfg: &Config) -> Vec<ConfigProblem> {
                 at("boot_timeout_secs"),
                 format!(
                     "{} s is above the boot agent's JIT deadline ({BOOT_AGENT_JIT_DEADLINE_SECS} s): an \
-                     instance whose JIT config is late terminates itself before reconcile reaps it, and \
-                     then cannot be told from one that ran its job, so its job is not relaunched",
+                     instance whose JIT config comes late ends itself before reconcile can reap it and \
+                     relaunch its job",
                     p.boot_timeout_secs
                 ),
             ));
