@@ -225,7 +225,7 @@ impl Outcome {
             let (b, r) = (&p.queue_wait_bound_ms, &p.queue_wait_ratio);
             let _ = writeln!(
                 s,
-                "    {:<43} bound p50 {:>6} p95 {:>6} max {:>6} ms  ratio p50 {} p95 {}",
+                "    {:<40} bound p50 {:>6} p95 {:>6} max {:>6} ms  ratio p50 {} p95 {}",
                 "",
                 b.p50,
                 b.p95,
