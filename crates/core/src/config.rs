@@ -566,7 +566,7 @@ fn never_applies(schedule: &[WarmWindow]) -> Vec<(usize, &'static str, String)> 
     minutes.dedup();
     // For each live window: whether it ever sets the size, and which windows do in its place.
     let mut applies = vec![false; live.len()];
-    let mut instead: Vec<Vec<usize>> = vec![Vec::new(); live.len()];
+    let mut instead: Vec<std::collections::BTreeSet<usize>> = vec![Default::default(); live.len()];
     for day in 0..7 {
         for &m in &minutes {
             let containing: Vec<usize> =
@@ -575,16 +575,23 @@ fn never_applies(schedule: &[WarmWindow]) -> Vec<(usize, &'static str, String)> 
             let Some(&winner) = containing.iter().rev().max_by_key(|&&k| live[k].4) else { continue };
             applies[winner] = true;
             for &k in &containing {
-                if k != winner && !instead[k].contains(&winner) {
-                    instead[k].push(winner);
+                if k != winner {
+                    instead[k].insert(winner);
                 }
             }
         }
     }
     for (k, w) in live.iter().enumerate() {
         if !applies[k] {
-            let by: Vec<String> =
-                instead[k].iter().map(|&o| format!("schedule[{}] (size {})", live[o].0, live[o].4)).collect();
+            const NAMED: usize = 3;
+            let mut by: Vec<String> = instead[k]
+                .iter()
+                .take(NAMED)
+                .map(|&o| format!("schedule[{}] (size {})", live[o].0, live[o].4))
+                .collect();
+            if instead[k].len() > NAMED {
+                by.push(format!("{} more", instead[k].len() - NAMED));
+            }
             out.push((
                 w.0,
                 "",
