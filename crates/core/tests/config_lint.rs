@@ -8,6 +8,7 @@ use hangar_core::config::{
 };
 use hangar_core::planner::warm_target;
 use hangar_testsupport::{fixtures_dir, workspace_root};
+use proptest::prelude::*;
 
 const BASE: &str = r#"
 organization: octo-org
@@ -327,4 +328,51 @@ fn an_oversized_document_is_refused_as_the_lambdas_refuse_it() {
     assert!(problems[0].message.contains("over the 262144-byte limit"), "{}", problems[0].message);
     let just_fits = format!("{BASE}#{}\n", "x".repeat(MAX_CONFIG_BYTES - BASE.len() - 2));
     assert_eq!(check_document(&just_fits), DocumentCheck::Checked { pools: Some(1), problems: vec![] });
+}
+
+/// A window on a half-hour grid, so that random windows overlap, meet and nest often.
+fn arb_window() -> impl Strategy<Value = (Vec<&'static str>, String, String)> {
+    let days = proptest::sample::subsequence(vec!["mon", "tue", "wed", "thu", "fri", "sat", "sun"], 0..=3);
+    let hhmm = (0u32..=48).prop_map(|h| format!("{:02}:{:02}", h / 2, h % 2 * 30));
+    (days, hhmm.clone(), hhmm)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// With distinct sizes, a window is reported as never applying exactly when removing it
+    /// leaves the planner's warm target unchanged at every minute of the week.
+    #[test]
+    fn never_applies_is_exactly_the_windows_warm_target_ignores(
+        windows in proptest::collection::vec(arb_window(), 1..=5),
+        sizes in Just((1u32..=5).collect::<Vec<u32>>()).prop_shuffle(),
+    ) {
+        let schedule: Vec<WarmWindow> = windows
+            .iter()
+            .zip(&sizes)
+            .map(|((days, from, to), size)| WarmWindow {
+                days: days.iter().map(|d| d.to_string()).collect(),
+                from: from.clone(),
+                to: to.clone(),
+                size: *size,
+            })
+            .collect();
+        let mut cfg = Config::parse(BASE).unwrap();
+        cfg.pools[0].max_runners = 1000;
+        cfg.pools[0].warm_pool.schedule = schedule.clone();
+        let reported: Vec<String> = lint(&cfg)
+            .into_iter()
+            .filter(|p| p.message.contains("never applies"))
+            .map(|p| p.field)
+            .collect();
+        let all = week_of_targets(&schedule);
+        for j in 0..schedule.len() {
+            let mut without = schedule.clone();
+            without.remove(j);
+            let ignored = week_of_targets(&without) == all;
+            let at = format!("pools[0].warm_pool.schedule[{j}]");
+            let is_reported = reported.iter().any(|f| f == &at || f.starts_with(&format!("{at}.")));
+            prop_assert_eq!(ignored, is_reported, "window {}: {:?}", j, schedule);
+        }
+    }
 }
