@@ -26,7 +26,7 @@
 //! it `idle` looks exactly like one that never booted), and only reconcile lists runners.
 
 use crate::config::PoolConfig;
-use crate::ids::{InstanceId, JobId, RepoFullName, RunId, RunnerId, RunnerName};
+use crate::ids::{InstanceId, JobId, PoolName, RepoFullName, RunId, RunnerId, RunnerName};
 use crate::ledger::{JobKey, LedgerJob};
 use crate::metrics::{names, MetricRecord};
 use crate::planner::{warm_target, RunnerRef, TerminateReason, FRESH_GRACE_SECS};
@@ -335,6 +335,22 @@ pub fn plan_pool(view: &PoolView<'_>) -> PoolPlan {
     }
     plan.metrics = metrics(view, &plan, idle_trimmed);
     plan
+}
+
+/// Runners of *other* pools that this batch's starts name (a job may run on any pool's runner
+/// whose labels fit). Their pools' free counts just fell, and only their own plans can make up
+/// for it: the scaler tags each one `busy` and sends its pool a tick.
+pub fn foreign_starts(view: &PoolView<'_>) -> Vec<(PoolName, InstanceId)> {
+    let mut out: BTreeSet<(PoolName, InstanceId)> = BTreeSet::new();
+    for j in view.started {
+        let Some(name) = &j.runner_name else { continue };
+        if let (Some(pool), Some(id)) = (name.pool(), name.instance_id()) {
+            if pool != view.pool.name {
+                out.insert((pool, id));
+            }
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// The pool's instances, EC2's and recorded, with what this batch says of them.
