@@ -6,8 +6,10 @@
 #   2. poll SSM for /hangar/jit/<instance-id> (SecureString written by the scaler right after
 #      launch) with exponential backoff until a deadline;
 #   3. delete the parameter as soon as it is read (it is a one-use credential);
-#   4. run `run.sh --jitconfig <config>` as the unprivileged runner user, while a watcher polls
-#      spot/instance-action and tags the instance hangar:interrupted when a notice appears;
+#   4. close IMDS to every user but root and the CloudWatch agent (an iptables owner match), then
+#      run `run.sh --jitconfig <config>` as the unprivileged runner user with umask 022, while a
+#      watcher polls spot/instance-action and tags the instance hangar:interrupted=true when a
+#      notice appears;
 #   5. terminate the instance (ec2:TerminateInstances on itself; `poweroff` as the fallback,
 #      which terminates because the launch template sets instance-initiated shutdown = terminate).
 # The JIT config is a credential: it is never printed, logged or written to disk here, and
@@ -24,10 +26,53 @@
 #   HANGAR_SKIP_USER_SWITCH           1 = run run.sh as the current user. For tests that cannot
 #                                     switch users only; the AMI never sets it.   [0]
 #   HANGAR_POWEROFF_COMMAND           fallback when TerminateInstances fails [systemctl poweroff]
+#   HANGAR_IPTABLES                   iptables binary for the IMDS rule; tests point it at a fake
+#                                     so they never touch the host's firewall  [iptables]
+#   HANGAR_IMDS_EXEMPT_USERS          users besides root that may reach IMDS, if they exist  [cwagent]
 # The AWS CLI finds credentials, and its region, the usual way; AWS_ENDPOINT_URL and
 # AWS_EC2_METADATA_SERVICE_ENDPOINT let tests point it at a local cloud.
 set -euo pipefail
 umask 077
+
+log() {
+  printf '%s hangar-boot-agent: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2
+}
+
+# The instance exists for one job only: whatever ends this script also ends the instance, so a
+# failure never leaves a paid instance idling until reconcile finds it. The trap comes first, so
+# that a bad setting or an unreachable IMDS (before the instance id is known) ends it too.
+INSTANCE_ID=""
+errfile=""
+watcher=""
+terminated=0
+POWEROFF_COMMAND=${HANGAR_POWEROFF_COMMAND:-systemctl poweroff}
+
+poweroff_self() {
+  log "falling back to: $POWEROFF_COMMAND"
+  # Word splitting is wanted: the setting is a command line.
+  # shellcheck disable=SC2086
+  $POWEROFF_COMMAND
+}
+
+# shellcheck disable=SC2329 # invoked by the EXIT trap below
+finish() {
+  local rc=$?
+  if [[ -n $errfile ]]; then
+    rm -f "$errfile"
+  fi
+  if [[ -n $watcher ]]; then
+    kill "$watcher" 2>/dev/null || true
+  fi
+  if ((!terminated)); then
+    if [[ -n $INSTANCE_ID ]]; then
+      terminate_self "boot agent exited with status $rc"
+    else
+      log "boot agent exited with status $rc before it knew its instance id"
+      poweroff_self
+    fi
+  fi
+}
+trap finish EXIT
 
 IMDS=${HANGAR_IMDS_ENDPOINT:-http://169.254.169.254}
 PREFIX=${HANGAR_JIT_PARAMETER_PREFIX:-/hangar/jit}
@@ -37,11 +82,8 @@ SPOT_POLL=${HANGAR_SPOT_POLL_SECONDS:-5}
 RUNNER_DIR=${HANGAR_RUNNER_DIR:-/opt/actions-runner}
 RUNNER_USER=${HANGAR_RUNNER_USER:-runner}
 SKIP_USER_SWITCH=${HANGAR_SKIP_USER_SWITCH:-0}
-POWEROFF_COMMAND=${HANGAR_POWEROFF_COMMAND:-systemctl poweroff}
-
-log() {
-  printf '%s hangar-boot-agent: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2
-}
+IPTABLES=${HANGAR_IPTABLES:-iptables}
+IMDS_EXEMPT_USERS=${HANGAR_IMDS_EXEMPT_USERS:-cwagent}
 
 die_config() {
   log "configuration error: $*"
@@ -77,10 +119,30 @@ terminate_self() {
   if err=$(aws ec2 terminate-instances --instance-ids "$INSTANCE_ID" --output text 2>&1 >/dev/null); then
     return 0
   fi
-  log "TerminateInstances failed ($(aws_error_code "$err")); falling back to: $POWEROFF_COMMAND"
-  # Word splitting is wanted: the setting is a command line.
-  # shellcheck disable=SC2086
-  $POWEROFF_COMMAND
+  log "TerminateInstances failed ($(aws_error_code "$err"))"
+  poweroff_self
+}
+
+# IMDS for root (this agent, the SSM and CloudWatch agents) and the exempt users only. The job
+# runs as the runner user, and its containers (rootless docker: slirp4netns and the container
+# processes run as the runner user or its subordinate ids) send from non-root uids, so the
+# owner match rejects them all; hop limit 1 alone stops only bridged containers of a root
+# docker. A failure here stops the agent before the job starts (the trap ends the instance).
+install_imds_firewall() {
+  local chain=HANGAR-IMDS user uid
+  "$IPTABLES" -w -N "$chain" 2>/dev/null || "$IPTABLES" -w -F "$chain"
+  "$IPTABLES" -w -A "$chain" -m owner --uid-owner 0 -j RETURN
+  for user in $IMDS_EXEMPT_USERS; do
+    if uid=$(id -u "$user" 2>/dev/null); then
+      "$IPTABLES" -w -A "$chain" -m owner --uid-owner "$uid" -j RETURN
+    fi
+  done
+  "$IPTABLES" -w -A "$chain" -p tcp -j REJECT --reject-with tcp-reset
+  "$IPTABLES" -w -A "$chain" -j REJECT
+  if ! "$IPTABLES" -w -C OUTPUT -d 169.254.169.254/32 -j "$chain" 2>/dev/null; then
+    "$IPTABLES" -w -I OUTPUT 1 -d 169.254.169.254/32 -j "$chain"
+  fi
+  log "IMDS closed to every user but root and: ${IMDS_EXEMPT_USERS:-nobody}"
 }
 
 # Spot watcher: polls spot/instance-action, and on the first notice tags the instance so the
@@ -94,7 +156,7 @@ watch_spot() {
       "$IMDS/latest/meta-data/spot/instance-action"); then
       log "spot interruption notice: $notice"
       if err=$(aws ec2 create-tags --resources "$INSTANCE_ID" \
-        --tags "Key=hangar:interrupted,Value=$(date -u +%Y-%m-%dT%H:%M:%SZ)" 2>&1 >/dev/null); then
+        --tags "Key=hangar:interrupted,Value=true" 2>&1 >/dev/null); then
         log "tagged $INSTANCE_ID hangar:interrupted"
         return 0
       fi
@@ -102,6 +164,8 @@ watch_spot() {
     fi
   done
 }
+
+install_imds_firewall
 
 TOKEN=$(imds_token) || { log "no IMDSv2 token from $IMDS"; exit 1; }
 INSTANCE_ID=$(imds_get instance-id) || { log "cannot read instance-id from IMDS"; exit 1; }
@@ -112,23 +176,7 @@ fi
 PARAMETER="$PREFIX/$INSTANCE_ID"
 log "instance $INSTANCE_ID; waiting up to ${DEADLINE_SECONDS}s for parameter $PARAMETER"
 
-# From here on the instance exists for one job only: whatever ends this script also ends the
-# instance, so a failure never leaves a paid instance idling until reconcile finds it.
 errfile=$(mktemp)
-watcher=""
-terminated=0
-# shellcheck disable=SC2329 # invoked by the EXIT trap below
-finish() {
-  local rc=$?
-  rm -f "$errfile"
-  if [[ -n $watcher ]]; then
-    kill "$watcher" 2>/dev/null || true
-  fi
-  if ((!terminated)); then
-    terminate_self "boot agent exited with status $rc"
-  fi
-}
-trap finish EXIT
 
 start=$SECONDS
 delay=0.5
@@ -174,6 +222,10 @@ watch_spot &
 watcher=$!
 
 cd "$RUNNER_DIR"
+# The agent's own files stay private (umask 077 above), but the job's must not: container
+# steps running as a non-root user (a subordinate uid under rootless docker) need to read the
+# workspace the runner creates.
+umask 022
 status=0
 if [[ $SKIP_USER_SWITCH == 1 ]]; then
   log "starting runner as $(id -un) (HANGAR_SKIP_USER_SWITCH=1)"

@@ -108,6 +108,10 @@ struct RunnerFixture {
     runner_dir: PathBuf,
     record_dir: PathBuf,
     poweroff_marker: PathBuf,
+    /// A fake `iptables` (HANGAR_IPTABLES) that appends its arguments here, so no test touches
+    /// the host's firewall.
+    iptables_log: PathBuf,
+    iptables: PathBuf,
 }
 
 fn runner_fixture(run_sh_body: &str) -> RunnerFixture {
@@ -121,15 +125,34 @@ fn runner_fixture(run_sh_body: &str) -> RunnerFixture {
     std::fs::create_dir(&record_dir).unwrap();
     std::fs::set_permissions(&runner_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&record_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Besides its user and arguments, run.sh records its umask and whether the IMDS rule was
+    // already in place when it started.
     let script = format!(
-        "#!/bin/sh\nid -un > '{rec}/user'\nprintf '%s\\n' \"$@\" > '{rec}/args'\n{run_sh_body}\n",
-        rec = record_dir.display()
+        "#!/bin/sh\nid -un > '{rec}/user'\numask > '{rec}/umask'\n\
+         if grep -q -- '-I OUTPUT 1 -d 169.254.169.254/32 -j HANGAR-IMDS' '{root}/iptables.log' 2>/dev/null; \
+         then touch '{rec}/imds-closed-before-job'; fi\n\
+         printf '%s\\n' \"$@\" > '{rec}/args'\n{run_sh_body}\n",
+        rec = record_dir.display(),
+        root = root.display()
     );
     let run_sh = runner_dir.join("run.sh");
     std::fs::write(&run_sh, script).unwrap();
     std::fs::set_permissions(&run_sh, std::fs::Permissions::from_mode(0o755)).unwrap();
     let poweroff_marker = root.join("poweroff-called");
-    RunnerFixture { _tmp: tmp, runner_dir, record_dir, poweroff_marker }
+    let iptables_log = root.join("iptables.log");
+    let iptables = root.join("iptables");
+    // `-C` (does the rule exist?) answers "no", as on a fresh instance; everything else succeeds.
+    // Its log is readable by all, so run.sh (started as `nobody` under root) can read it.
+    std::fs::write(
+        &iptables,
+        format!(
+            "#!/bin/sh\numask 022\nprintf '%s\\n' \"$*\" >> '{}'\ncase \" $* \" in *' -C '*) exit 1;; esac\nexit 0\n",
+            iptables_log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&iptables, std::fs::Permissions::from_mode(0o755)).unwrap();
+    RunnerFixture { _tmp: tmp, runner_dir, record_dir, poweroff_marker, iptables_log, iptables }
 }
 
 /// Starts the agent with a clean environment: no AWS credentials or config besides what the
@@ -156,6 +179,8 @@ fn agent_command(
         .env("HANGAR_SPOT_POLL_SECONDS", "0.3")
         .env("HANGAR_RUNNER_DIR", &fx.runner_dir)
         .env("HANGAR_POWEROFF_COMMAND", format!("touch {}", fx.poweroff_marker.display()))
+        .env("HANGAR_IPTABLES", &fx.iptables)
+        .env("HANGAR_IMDS_EXEMPT_USERS", "root hangar-no-such-user")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -197,7 +222,10 @@ async fn reads_and_deletes_its_parameter_runs_the_job_unprivileged_and_terminate
 
     let child = agent_command(&cloud, &imds, &fx, 30).spawn().expect("start boot agent");
     // The scaler writes the parameter right after launch, so it may appear after the agent's
-    // first read: write it late to exercise the polling.
+    // first read: write it late to exercise the polling. Late means after the AWS CLI has
+    // fetched its credentials for the first read (instance-id and region, then the role and
+    // its credentials: four IMDS reads), so a slow, busy machine cannot make it early.
+    wait_for(|| async { imds.stats().reads >= 4 }, "the agent's first SSM read").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     put_jit(&cloud, &instance_id, &jit).await;
     let out = finish(child).await;
@@ -212,6 +240,17 @@ async fn reads_and_deletes_its_parameter_runs_the_job_unprivileged_and_terminate
         assert_eq!(user.trim(), "nobody", "run.sh must not run as root");
     }
     assert!(!log.contains(&jit), "the JIT config leaked into the agent's output:\n{log}");
+    // The job gets umask 022 (the agent itself keeps 077), so non-root containers can read the
+    // workspace.
+    assert_eq!(std::fs::read_to_string(fx.record_dir.join("umask")).unwrap().trim(), "0022");
+    // IMDS was closed to non-root users before the job started: root allowed, everyone else
+    // rejected, the chain hooked into OUTPUT for the IMDS address.
+    assert!(fx.record_dir.join("imds-closed-before-job").exists(), "run.sh started before the IMDS rule:\n{log}");
+    let rules = std::fs::read_to_string(&fx.iptables_log).unwrap();
+    assert!(rules.contains("-w -A HANGAR-IMDS -m owner --uid-owner 0 -j RETURN"), "{rules}");
+    assert!(rules.contains("-w -A HANGAR-IMDS -j REJECT"), "{rules}");
+    let accepted = rules.lines().filter(|l| l.contains("-j RETURN")).count();
+    assert_eq!(accepted, 2, "root twice (uid 0 and the exempt `root`); the unknown user skipped:\n{rules}");
 
     assert!(!jit_exists(&cloud, &instance_id).await, "the agent must delete its parameter");
     assert!(jit_exists(&cloud, &other_id).await, "another instance's parameter must be untouched");
@@ -295,12 +334,54 @@ async fn tags_the_instance_when_a_spot_interruption_notice_appears() {
         "the hangar:interrupted tag",
     )
     .await;
+    // Exactly the value the scaler writes and reads: a timestamp here once raced with the
+    // scaler's "true", and whichever write landed last decided whether the job was re-run.
+    assert_eq!(instance_tag(&cloud, &instance_id, "hangar:interrupted").await.as_deref(), Some("true"));
     std::fs::write(&release, "").unwrap();
     let out = finish(child).await;
     let log = combined(&out);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("spot interruption notice"), "{log}");
     assert!(imds.stats().spot_action_reads >= 1);
+}
+
+/// A failure before the agent knows its instance id (here: no IMDS at all) still ends the
+/// instance: the EXIT trap is the first thing the agent installs, and without an id it powers
+/// off (instance-initiated shutdown terminates).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_failure_still_ends_the_instance() {
+    let cloud = cloud().await;
+    let fx = runner_fixture("exit 0");
+    // A port nothing listens on: the IMDS token request fails at once.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_endpoint = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let imds = identity_for("i-0000000000000beef").await;
+    let mut cmd = agent_command(&cloud, &imds, &fx, 5);
+    cmd.env("HANGAR_IMDS_ENDPOINT", &dead_endpoint);
+    let out = finish(cmd.spawn().unwrap()).await;
+    let log = combined(&out);
+
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("no IMDSv2 token"), "{log}");
+    assert!(fx.poweroff_marker.exists(), "an early failure must still end the instance:\n{log}");
+    assert!(!fx.record_dir.join("args").exists(), "run.sh must not start");
+}
+
+/// So does a bad setting, which is checked before anything else runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_error_still_ends_the_instance() {
+    let cloud = cloud().await;
+    let fx = runner_fixture("exit 0");
+    let imds = identity_for("i-0000000000000beef").await;
+    let mut cmd = agent_command(&cloud, &imds, &fx, 5);
+    cmd.env("HANGAR_JIT_DEADLINE_SECONDS", "soon");
+    let out = finish(cmd.spawn().unwrap()).await;
+    let log = combined(&out);
+
+    assert_eq!(out.status.code(), Some(2), "{log}");
+    assert!(log.contains("configuration error"), "{log}");
+    assert!(fx.poweroff_marker.exists(), "a configuration error must still end the instance:\n{log}");
 }
 
 async fn wait_for<F, Fut>(mut check: F, what: &str)
