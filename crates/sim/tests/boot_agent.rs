@@ -245,7 +245,10 @@ async fn reads_and_deletes_its_parameter_runs_the_job_unprivileged_and_terminate
     assert_eq!(std::fs::read_to_string(fx.record_dir.join("umask")).unwrap().trim(), "0022");
     // IMDS was closed to non-root users before the job started: root allowed, everyone else
     // rejected, the chain hooked into OUTPUT for the IMDS address.
-    assert!(fx.record_dir.join("imds-closed-before-job").exists(), "run.sh started before the IMDS rule:\n{log}");
+    assert!(
+        fx.record_dir.join("imds-closed-before-job").exists(),
+        "run.sh started before the IMDS rule:\n{log}"
+    );
     let rules = std::fs::read_to_string(&fx.iptables_log).unwrap();
     assert!(rules.contains("-w -A HANGAR-IMDS -m owner --uid-owner 0 -j RETURN"), "{rules}");
     assert!(rules.contains("-w -A HANGAR-IMDS -j REJECT"), "{rules}");
