@@ -172,9 +172,16 @@ pub fn observe(pool: &PoolName, inst: &Instance) -> Option<ObservedInstance> {
         job_id,
         capacity_type,
         instance_type: inst.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
-        interrupted: tag_value(tags::INTERRUPTED) == Some("true"),
+        interrupted: tag_value(tags::INTERRUPTED).is_some_and(interrupted_tag_says_so),
         replaces: tag_value(tags::REPLACES).filter(|v| v.starts_with("i-")).map(InstanceId::from),
     })
+}
+
+/// Both the scaler and the boot agent write `hangar:interrupted=true`; boot agents of older
+/// images wrote the notice's time instead. Any value but `false` means a spot notice was seen,
+/// so a job reclaimed on such an instance is still re-run.
+fn interrupted_tag_says_so(value: &str) -> bool {
+    !value.trim().eq_ignore_ascii_case("false")
 }
 
 /// Pulls the instance ids an `InvalidInstanceID.NotFound` message names

@@ -320,6 +320,28 @@ const DESCRIBE_PAGE_2: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
     </reservationSet>
 </DescribeInstancesResponse>"#;
 
+/// `hangar:interrupted` as the scaler and current boot agents write it (`true`), as older boot
+/// agents wrote it (the notice's time), and an explicit `false` or no tag at all.
+#[test]
+fn any_interrupted_tag_value_but_false_means_interrupted() {
+    use hangar_aws::reexports::ec2::types::{Instance, InstanceState, InstanceStateName, Tag};
+    let with = |value: Option<&str>| {
+        let mut b = Instance::builder()
+            .instance_id("i-0a1b2c3d4e5f60718")
+            .state(InstanceState::builder().name(InstanceStateName::Running).build())
+            .tags(Tag::builder().key("hangar:pool").value("linux-x64").build());
+        if let Some(v) = value {
+            b = b.tags(Tag::builder().key("hangar:interrupted").value(v).build());
+        }
+        hangar_aws::ec2::observe(&PoolName::from("linux-x64"), &b.build()).expect("observed").interrupted
+    };
+    assert!(with(Some("true")));
+    assert!(with(Some("2026-03-01T10:00:05Z")), "old agents tagged the notice's time");
+    assert!(!with(Some("false")));
+    assert!(!with(Some("FALSE ")));
+    assert!(!with(None));
+}
+
 #[tokio::test]
 async fn describe_pool_follows_pages_and_reads_tags() {
     let replay = StaticReplayClient::new(vec![event(200, DESCRIBE_PAGE_1), event(200, DESCRIBE_PAGE_2)]);
