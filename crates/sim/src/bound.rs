@@ -294,18 +294,26 @@ impl Sim<'_> {
             }
         }
         // Launches wanted: (0, arrival) for a queued job no runner is coming for, (1, 0) for a
-        // warm-pool top-up; each pool's list cut to its room under the cap.
+        // warm-pool top-up; each pool's list cut to its room under the cap. While the limiters
+        // are closed, only whether any is wanted matters (and the list is not built).
+        let open = self.gates.iter().map(|g| g.earliest(t)).max().unwrap_or(t);
         let mut wanted: Vec<(u8, u64, usize)> = Vec::new();
         for (i, p) in self.pools.iter().enumerate() {
             let supply = (p.booting + p.idle) as usize;
             let jobs = p.queue.len().saturating_sub(supply);
             let warm = (p.queue.len() + p.warm as usize).saturating_sub(supply) - jobs;
+            let room = p.room() as usize;
+            if open > t {
+                if room > 0 && jobs + warm > 0 {
+                    return Some(open);
+                }
+                continue;
+            }
             let first = p.queue.len() - jobs;
-            let mine =
-                p.queue.iter().skip(first).map(|q| (0u8, q.2, i)).chain((0..warm).map(|_| (1u8, 0, i)));
-            wanted.extend(mine.take(p.room() as usize));
+            let mine = p.queue.range(first..).map(|q| (0u8, q.2, i)).chain((0..warm).map(|_| (1u8, 0, i)));
+            wanted.extend(mine.take(room));
         }
-        wanted.sort();
+        wanted.sort_unstable();
         for (_, _, pool) in wanted {
             let at = self.gates.iter().map(|g| g.earliest(t)).max().unwrap_or(t);
             if at > t {

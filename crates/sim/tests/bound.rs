@@ -205,3 +205,19 @@ fn input_that_could_never_finish_is_refused() {
         BoundError::ClosedLimit(closed)
     );
 }
+
+#[test]
+fn a_trace_of_the_largest_size_with_a_tight_limit_runs_every_job_once() {
+    // MAX_JOBS jobs at the same instant, no cap, 80 JIT configs a minute: the k-th launch
+    // happens in minute k / 80 and boots in 1000 ms, so the last job starts 249 minutes and a
+    // second after it arrived.
+    let n = hangar_sim::trace::MAX_JOBS;
+    let limits = Limits { jit: vec![Limit::Window { max: 80, per_ms: 60_000 }], launch: vec![] };
+    let b = run(vec![pool("p", None, 0)], vec![job(0, 0, 1000); n], Boot::fixed(1000), limits);
+    assert_eq!(b.launches, vec![n as u64]);
+    assert!(b.waits_ms.iter().all(|w| w.len() == 1));
+    let last = (n as u64 - 1) / 80 * 60_000 + 1000;
+    assert_eq!(b.all_waits().iter().max(), Some(&last));
+    assert_eq!(b.waits_ms[79], vec![1000]);
+    assert_eq!(b.waits_ms[80], vec![61_000]);
+}
