@@ -345,10 +345,12 @@ pub fn svg(
         for &(t, v) in curve {
             let x = left + t as f64 / t_max * plot_w;
             let y = |v: u32| y0 + 10.0 + ph - f64::from(v) / y_max * ph;
-            if let Some(p) = prev {
-                pts.push(format!("{x:.1},{:.1}", y(p)));
+            for at in prev.into_iter().chain([v]) {
+                let pt = format!("{x:.1},{:.1}", y(at));
+                if pts.last() != Some(&pt) {
+                    pts.push(pt);
+                }
             }
-            pts.push(format!("{x:.1},{:.1}", y(v)));
             prev = Some(v);
         }
         if pts.len() > 1 {
