@@ -3,6 +3,7 @@
 mod demo;
 // `hangar explain` is the lead's (crates/cli/src/explain.rs).
 mod explain;
+mod status;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +21,8 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Run the local cloud (moto, cargo lambda, GitHub and runner simulators) on a workload trace.
     Demo(demo::DemoArgs),
+    /// Per pool: queued jobs, the oldest one's wait, idle / busy / pending runners, target, cap.
+    Status(status::StatusArgs),
     /// Work with pool configuration files (`hangar config validate FILE`).
     #[command(subcommand)]
     Config(validate::ConfigCommand),
@@ -37,6 +40,7 @@ fn main() {
         Command::Explain(args) => explain::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Config(command) => validate::run(command),
+        Command::Status(args) => status::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

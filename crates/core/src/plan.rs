@@ -337,6 +337,45 @@ pub fn plan_pool(view: &PoolView<'_>) -> PoolPlan {
     plan
 }
 
+/// What `hangar status` shows for a pool: the counts a batch plan would be made from now.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PoolStatus {
+    pub pool: PoolName,
+    pub queued: u32,
+    /// Seconds the oldest queued job has waited; 0 with none queued.
+    pub oldest_queued_age_secs: f64,
+    pub idle: u32,
+    pub busy: u32,
+    pub pending: u32,
+    pub target: u32,
+    /// Instances that count toward the cap (draining and stopped ones included).
+    pub runners: u32,
+    pub max_runners: u32,
+    /// The pool holds `max_runners` instances: nothing more can launch.
+    pub at_max: bool,
+    /// Queued jobs no free runner or launch covers because of the cap.
+    pub waiting_for_capacity: u32,
+}
+
+/// [`PoolStatus`] from the same view a batch plans on.
+pub fn pool_status(view: &PoolView<'_>) -> PoolStatus {
+    let plan = plan_pool(view);
+    let c = plan.counts;
+    PoolStatus {
+        pool: view.pool.name.clone(),
+        queued: c.queued,
+        oldest_queued_age_secs: plan.metric(metric_names::OLDEST_QUEUED_AGE_SECONDS).unwrap_or(0.0),
+        idle: c.idle,
+        busy: c.busy,
+        pending: c.pending,
+        target: c.target,
+        runners: c.counted,
+        max_runners: view.pool.max_runners,
+        at_max: c.counted >= view.pool.max_runners,
+        waiting_for_capacity: c.at_max,
+    }
+}
+
 /// Runners of *other* pools that this batch's starts name (a job may run on any pool's runner
 /// whose labels fit). Their pools' free counts just fell, and only their own plans can make up
 /// for it: the scaler tags each one `busy` and sends its pool a tick.
