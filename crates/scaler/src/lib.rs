@@ -23,10 +23,54 @@
 
 pub mod error;
 pub mod event;
+pub mod ledger;
 pub mod lookup;
 pub mod metrics;
 pub mod scaler;
 pub mod settings;
+
+pub mod without_app {
+    //! The scaler before the GitHub App exists. The stack must be deployed first (the App's
+    //! webhook needs the stack's URL), so `github.app_id` is 0 until the operator sets it. Without
+    //! an App no runner can be registered, so the scaler does nothing at all, and says so once per
+    //! invocation: no error, so no Lambda retry, no dead-letter message and no alarm.
+
+    use crate::event::{detect, EventError, ScalerEvent};
+    use crate::ScalerError;
+    use aws_lambda_events::event::sqs::SqsBatchResponse;
+    use serde_json::{json, Value};
+
+    /// The log line, in full, so operators can search for it.
+    pub const NOT_CONFIGURED: &str =
+        "GitHub App not configured (github.app_id is 0): nothing to do until GitHubAppId is set; see infra/README.md";
+
+    /// Handles any event the scaler receives while the App is not configured. An SQS batch is
+    /// acknowledged whole (no runner can be launched for its jobs, and failing it would only move
+    /// it to the dead-letter queue); a reconcile or EC2 event is a no-op. Payloads that are no
+    /// event the scaler knows are refused exactly as [`crate::Scaler::handle`] refuses them.
+    pub fn handle(payload: &Value) -> Result<Value, ScalerError> {
+        let event = detect(payload).map_err(|e| match e {
+            EventError::Unknown(_) => ScalerError::permanent("UnknownEvent", e.to_string()),
+            EventError::Malformed { .. } => ScalerError::permanent("InvalidEvent", e.to_string()),
+        })?;
+        tracing::warn!(event = kind(&event), "{NOT_CONFIGURED}");
+        Ok(match event {
+            ScalerEvent::Sqs(_) => {
+                serde_json::to_value(SqsBatchResponse::default()).expect("batch response serialises")
+            }
+            _ => json!({ "github_app": "not configured" }),
+        })
+    }
+
+    fn kind(event: &ScalerEvent) -> &'static str {
+        match event {
+            ScalerEvent::Sqs(_) => "sqs",
+            ScalerEvent::Schedule => "reconcile",
+            ScalerEvent::SpotInterruption { .. } => "spot-interruption",
+            ScalerEvent::StateChange { .. } => "state-change",
+        }
+    }
+}
 
 pub use error::ScalerError;
 pub use metrics::Metrics;

@@ -29,6 +29,14 @@ async fn main() -> Result<(), Error> {
 
     let sdk = hangar_aws::sdk::load_config_with_retries_from_env().await;
     let settings = Settings::load(&SsmConfigSource::new(ssm::Client::new(&sdk))).await?;
+    let Some(app_key) = settings.app_key.clone() else {
+        // Deployed before the GitHub App exists: one log line per invocation, nothing else.
+        // A redeploy with the App id starts a fresh environment, which loads the settings again.
+        return run(service_fn(|event: LambdaEvent<Value>| async move {
+            hangar_scaler::without_app::handle(&event.payload)
+        }))
+        .await;
+    };
     let ec2_client = ec2::Client::new(&sdk);
     let jit = match &settings.jit_prefix {
         Some(prefix) => SsmJitStore::with_prefix(ssm::Client::new(&sdk), prefix)?,
@@ -41,7 +49,7 @@ async fn main() -> Result<(), Error> {
     let github = GithubClient::new(GithubConfig::new(
         settings.github_api_url.clone(),
         settings.config.github.app_id,
-        settings.app_key.clone(),
+        app_key,
     ))?;
     let scaler = Arc::new(Scaler::new(ScalerParts {
         fleet: Arc::new(Ec2Fleet::new(ec2_client.clone())),

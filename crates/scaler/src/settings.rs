@@ -22,13 +22,20 @@ pub mod env {
     /// `arn:PARTITION:ec2:REGION:ACCOUNT:instance/`: JIT parameters are tagged with the
     /// instance's ARN, which the runner role's IAM condition matches.
     pub const INSTANCE_ARN_PREFIX: &str = "HANGAR_INSTANCE_ARN_PREFIX";
+    /// The stack's `GitHubAppId`: a non-zero value overrides the config's `github.app_id`.
+    /// It is in the function's environment so that setting it after the App exists changes
+    /// the function's configuration, and Lambda starts fresh environments that load it, where
+    /// a changed SSM parameter alone would wait for the warm ones to be recycled.
+    pub const GITHUB_APP_ID: &str = "HANGAR_GITHUB_APP_ID";
 }
 
 pub use hangar_aws::settings::SettingsError;
 
 pub struct Settings {
     pub config: Config,
-    pub app_key: Secret,
+    /// `None`: the GitHub App is not configured yet (`github.app_id` is 0, the stack's
+    /// default until the App exists), and the key is not read. See [`crate::without_app`].
+    pub app_key: Option<Secret>,
     pub github_api_url: String,
     /// `None`: [`hangar_aws::ssm::DEFAULT_JIT_PREFIX`].
     pub jit_prefix: Option<String>,
@@ -45,6 +52,7 @@ impl std::fmt::Debug for Settings {
             .field("github_api_url", &self.github_api_url)
             .field("jit_prefix", &self.jit_prefix)
             .field("namespace", &self.namespace)
+            .field("github_app_configured", &self.app_configured())
             .finish()
     }
 }
@@ -52,6 +60,11 @@ impl std::fmt::Debug for Settings {
 use hangar_aws::settings::env_var as get;
 
 impl Settings {
+    /// The App exists: its id is set and its key was read.
+    pub fn app_configured(&self) -> bool {
+        self.app_key.is_some()
+    }
+
     pub async fn load(ssm: &SsmConfigSource) -> Result<Self, SettingsError> {
         let mut config = hangar_aws::settings::read_config(ssm).await?;
         if let Some(lt) = get(env::LAUNCH_TEMPLATE_ID) {
@@ -59,26 +72,37 @@ impl Settings {
                 p.launch_template = Some(lt.clone());
             }
         }
-        if config.github.app_id == 0 {
-            return Err(SettingsError::Invalid {
-                var: "github.app_id",
-                reason: "the scaler needs the GitHub App id".into(),
-            });
+        if let Some(v) = get(env::GITHUB_APP_ID) {
+            let id: u64 = v.trim().parse().map_err(|_| SettingsError::Invalid {
+                var: env::GITHUB_APP_ID,
+                reason: "is not a number".into(),
+            })?;
+            if id != 0 {
+                config.github.app_id = id;
+            }
         }
-        let app_key = read_value(
-            ssm,
-            env::APP_KEY_PARAMETER,
-            env::APP_KEY_FILE,
-            None,
-            "HANGAR_GITHUB_APP_KEY_PARAMETER or HANGAR_GITHUB_APP_KEY_FILE",
-        )
-        .await?;
-        if !app_key.expose().contains("PRIVATE KEY") {
-            return Err(SettingsError::Invalid {
-                var: "GitHub App key",
-                reason: "is not a PEM private key".into(),
-            });
-        }
+        // The stack is deployed before the App exists (the App needs the stack's webhook URL),
+        // so app_id 0 is a state, not an error: no key is read and nothing calls GitHub. Once
+        // an id is set, a missing or malformed key is an error as before.
+        let app_key = if config.github.app_id == 0 {
+            None
+        } else {
+            let key = read_value(
+                ssm,
+                env::APP_KEY_PARAMETER,
+                env::APP_KEY_FILE,
+                None,
+                "HANGAR_GITHUB_APP_KEY_PARAMETER or HANGAR_GITHUB_APP_KEY_FILE",
+            )
+            .await?;
+            if !key.expose().contains("PRIVATE KEY") {
+                return Err(SettingsError::Invalid {
+                    var: "GitHub App key",
+                    reason: "is not a PEM private key".into(),
+                });
+            }
+            Some(key)
+        };
         let github_api_url = get(env::GITHUB_API_URL).unwrap_or_else(|| config.github.api_url.clone());
         let queue_url = get(env::QUEUE_URL).ok_or(SettingsError::Missing(env::QUEUE_URL))?;
         Ok(Settings {
