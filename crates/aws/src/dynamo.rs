@@ -27,7 +27,9 @@
 
 use crate::error::classify;
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, ReturnValue};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
+};
 use chrono::{DateTime, SecondsFormat, Utc};
 use hangar_core::ids::{InstallationId, PoolName, RunId, RunnerName};
 use hangar_core::ledger::{
@@ -79,7 +81,8 @@ impl DynamoLedger {
         &self.table
     }
 
-    async fn put_queued(&self, event: &JobEvent, job: &LedgerJob) -> Result<bool, PortError> {
+    /// `Ok(None)`: created. `Ok(Some(status))`: an entry existed, with that status.
+    async fn put_queued(&self, event: &JobEvent, job: &LedgerJob) -> Result<Option<JobStatus>, PortError> {
         let mut item = to_item(job);
         item.insert(attr::QUEUED_POOL.into(), s(job.pool.as_str()));
         let res = self
@@ -89,12 +92,13 @@ impl DynamoLedger {
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", attr::PK)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match res {
-            Ok(_) => Ok(true),
+            Ok(_) => Ok(None),
             Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
-                Ok(false)
+                Ok(Some(self.refused_status(event.key, &e).await?))
             }
             Err(e) => Err(classify("dynamodb:PutItem", e, |se| {
                 tracing::debug!(job = %event.key, "ledger put failed");
@@ -108,13 +112,13 @@ impl DynamoLedger {
     }
 
     /// Moves an entry on (or creates it) with `UpdateItem`, conditional on the status it moves
-    /// from. Returns the entry as it was, or `Err(None)`-like `Ok(None)` when the condition
-    /// failed.
+    /// from. `Ok(Ok(old))`: written, over `old` (`None`: created). `Ok(Err(status))`: refused,
+    /// the entry has that status.
     async fn update(
         &self,
         event: &JobEvent,
         now: DateTime<Utc>,
-    ) -> Result<Option<Option<LedgerJob>>, PortError> {
+    ) -> Result<Result<Option<LedgerJob>, JobStatus>, PortError> {
         let mut set = vec![
             "#status = :to",
             "#pool = if_not_exists(#pool, :pool)",
@@ -197,15 +201,16 @@ impl DynamoLedger {
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
         match res {
             Ok(out) => match out.attributes {
-                Some(old) if !old.is_empty() => Ok(Some(Some(from_item(&old)?))),
-                _ => Ok(Some(None)),
+                Some(old) if !old.is_empty() => Ok(Ok(Some(from_item(&old)?))),
+                _ => Ok(Ok(None)),
             },
             Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
-                Ok(None)
+                Ok(Err(self.refused_status(event.key, &e).await?))
             }
             Err(e) => Err(classify("dynamodb:UpdateItem", e, |se| {
                 Some(
@@ -218,8 +223,24 @@ impl DynamoLedger {
         }
     }
 
-    /// The status of an entry whose conditional write was refused.
-    async fn existing_status(&self, key: JobKey) -> Result<JobStatus, PortError> {
+    /// The status of an entry whose conditional write was refused: from the item DynamoDB
+    /// returns with the refusal (`ReturnValuesOnConditionCheckFailure`), else read back.
+    async fn refused_status<E>(
+        &self,
+        key: JobKey,
+        err: &aws_sdk_dynamodb::error::SdkError<
+            E,
+            aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+        >,
+    ) -> Result<JobStatus, PortError>
+    where
+        E: RefusedItem,
+    {
+        if let Some(item) = err.as_service_error().and_then(RefusedItem::refused_item) {
+            if let Some(AttributeValue::S(status)) = item.get(attr::STATUS) {
+                return Ok(JobStatus::parse(status)?);
+            }
+        }
         match self.get(key).await? {
             Some(j) => Ok(j.status),
             // Refused, then gone: only its TTL could have removed it, and an expired entry is
@@ -282,6 +303,29 @@ impl DynamoLedger {
     }
 }
 
+/// The item a conditional write's refusal carries, for both operations' error types.
+trait RefusedItem {
+    fn refused_item(&self) -> Option<&HashMap<String, AttributeValue>>;
+}
+
+impl RefusedItem for aws_sdk_dynamodb::operation::put_item::PutItemError {
+    fn refused_item(&self) -> Option<&HashMap<String, AttributeValue>> {
+        match self {
+            Self::ConditionalCheckFailedException(e) => e.item(),
+            _ => None,
+        }
+    }
+}
+
+impl RefusedItem for aws_sdk_dynamodb::operation::update_item::UpdateItemError {
+    fn refused_item(&self) -> Option<&HashMap<String, AttributeValue>> {
+        match self {
+            Self::ConditionalCheckFailedException(e) => e.item(),
+            _ => None,
+        }
+    }
+}
+
 #[async_trait]
 impl JobLedger for DynamoLedger {
     async fn apply(&self, event: &JobEvent, now: DateTime<Utc>) -> Result<Applied, PortError> {
@@ -290,17 +334,16 @@ impl JobLedger for DynamoLedger {
             let Applied::Recorded { job, from } = transition(None, event, now) else {
                 unreachable!("a queued event on no entry always records")
             };
-            return if self.put_queued(event, job.as_ref()).await? {
-                Ok(Applied::Recorded { from, job })
-            } else {
-                Ok(Applied::Unchanged { existing: self.existing_status(event.key).await? })
+            return match self.put_queued(event, job.as_ref()).await? {
+                None => Ok(Applied::Recorded { from, job }),
+                Some(existing) => Ok(Applied::Unchanged { existing }),
             };
         }
         match self.update(event, now).await? {
             // What was written is `transition` of what was there: the update expression is that
             // function written for DynamoDB (the moto tests compare the two item by item).
-            Some(old) => Ok(transition(old.as_ref(), event, now)),
-            None => Ok(Applied::Unchanged { existing: self.existing_status(event.key).await? }),
+            Ok(old) => Ok(transition(old.as_ref(), event, now)),
+            Err(existing) => Ok(Applied::Unchanged { existing }),
         }
     }
 

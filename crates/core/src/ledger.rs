@@ -339,6 +339,24 @@ pub fn sort_oldest_first(jobs: &mut [LedgerJob]) {
     jobs.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.key.cmp(&b.key)));
 }
 
+/// A pool's queued jobs as a batch that just wrote `own` sees them: `queried` (which an index
+/// that lags may not show the batch's own writes in) with each of the batch's entries in its
+/// latest state, oldest first. `own` holds the entries this batch recorded for the pool, later
+/// ones last.
+pub fn merge_own_writes(queried: Vec<LedgerJob>, own: &[LedgerJob]) -> Vec<LedgerJob> {
+    let mut by_key: BTreeMap<JobKey, LedgerJob> = queried.into_iter().map(|j| (j.key, j)).collect();
+    for j in own {
+        if j.status == JobStatus::Queued {
+            by_key.insert(j.key, j.clone());
+        } else {
+            by_key.remove(&j.key);
+        }
+    }
+    let mut out: Vec<LedgerJob> = by_key.into_values().collect();
+    sort_oldest_first(&mut out);
+    out
+}
+
 /// A ledger failure the core can name.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum LedgerError {
@@ -502,6 +520,23 @@ mod tests {
         let d = record(Some(&q), &completed(None));
         assert!(d.cancelled_while_queued());
         assert_eq!(d.status, JobStatus::Done);
+    }
+
+    #[test]
+    fn a_batchs_own_writes_win_over_a_lagging_index() {
+        let q = record(None, &queued());
+        let mut other = q.clone();
+        other.key = JobKey::new(JobId(8), 1);
+        other.created_at = t(-5);
+        // The index still lists job 7, which this batch started, and misses job 8, which this
+        // batch queued.
+        let started_7 = record(Some(&q), &started());
+        let merged = merge_own_writes(vec![q.clone()], &[started_7.clone(), other.clone()]);
+        assert_eq!(merged, vec![other.clone()]);
+        let merged = merge_own_writes(vec![], &[q.clone(), other.clone()]);
+        assert_eq!(merged.iter().map(|j| j.key.job_id.0).collect::<Vec<_>>(), vec![8, 7], "oldest first");
+        // Later writes win: queued, then started, in one batch.
+        assert!(merge_own_writes(vec![], &[q, started_7]).is_empty());
     }
 
     #[test]

@@ -614,20 +614,27 @@ fn launch_key(view: &PoolView<'_>, count: u32) -> String {
     format!("hangar-{}", &hex::encode(h.finalize())[..32])
 }
 
+/// The demand gauges: queued jobs and the oldest one's wait, from the ledger alone.
+pub fn ledger_gauges(pool: &PoolName, now: DateTime<Utc>, queued: &[LedgerJob]) -> Vec<MetricRecord> {
+    let oldest = queued.iter().map(|j| j.created_at).min();
+    let age = oldest.map_or(0.0, |t| (now - t).num_milliseconds().max(0) as f64 / 1000.0);
+    vec![
+        MetricRecord::gauge(metric_names::QUEUED_JOBS, Some(pool), queued.len() as f64),
+        MetricRecord::gauge(metric_names::OLDEST_QUEUED_AGE_SECONDS, Some(pool), age),
+    ]
+}
+
 fn metrics(view: &PoolView<'_>, plan: &PoolPlan, idle_trimmed: u64) -> Vec<MetricRecord> {
     let pool = Some(&view.pool.name);
     let c = plan.counts;
-    let oldest = view.queued.iter().map(|j| j.created_at).min();
-    let age = oldest.map_or(0.0, |t| (view.now - t).num_milliseconds().max(0) as f64 / 1000.0);
-    let mut out = vec![
-        MetricRecord::gauge(metric_names::QUEUED_JOBS, pool, c.queued as f64),
-        MetricRecord::gauge(metric_names::OLDEST_QUEUED_AGE_SECONDS, pool, age),
+    let mut out = ledger_gauges(&view.pool.name, view.now, view.queued);
+    out.extend([
         MetricRecord::gauge(metric_names::POOL_AT_MAX, pool, c.at_max as f64),
         MetricRecord::gauge(names::POOL_IDLE, pool, c.idle as f64),
         MetricRecord::gauge(names::POOL_BUSY, pool, c.busy as f64),
         MetricRecord::gauge(names::POOL_PENDING, pool, (c.pending + plan.launch_count()) as f64),
         MetricRecord::gauge(names::POOL_TARGET, pool, c.target as f64),
-    ];
+    ]);
     let orphans = plan
         .terminate
         .iter()

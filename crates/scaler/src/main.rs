@@ -1,10 +1,12 @@
 //! The scaler Lambda's entry point: wiring only. Logic lives in `hangar_scaler::Scaler` and the
 //! core planner.
 
+use hangar_aws::dynamo::DynamoLedger;
 use hangar_aws::ec2::Ec2Fleet;
-use hangar_aws::reexports::{ec2, sqs, ssm};
+use hangar_aws::reexports::{dynamodb, ec2, sqs, ssm};
 use hangar_aws::sqs::SqsScaleQueue;
 use hangar_aws::ssm::{SsmConfigSource, SsmJitStore};
+use hangar_core::ledger::JobLedger;
 use hangar_core::ports::SystemClock;
 use hangar_github::{GithubClient, GithubConfig};
 use hangar_scaler::lookup::Ec2InstanceLookup;
@@ -60,6 +62,9 @@ async fn main() -> Result<(), Error> {
         clock: Arc::new(SystemClock),
         metrics: Arc::new(Metrics::stdout(settings.namespace.clone())),
         options: ScalerOptions::default(),
+        ledger: settings.ledger_table.as_ref().map(|table| -> Arc<dyn JobLedger> {
+            Arc::new(DynamoLedger::new(dynamodb::Client::new(&sdk), table.clone()))
+        }),
         config: settings.config,
     }));
 

@@ -8,6 +8,7 @@ use aws_lambda_events::event::sqs::SqsBatchResponse;
 use futures::stream::{self, StreamExt};
 use hangar_core::config::{Config, PoolConfig, RunnerScope};
 use hangar_core::ids::{InstallationId, InstanceId, JobId, PoolName, RepoFullName, RunnerName};
+use hangar_core::ledger::JobLedger;
 use hangar_core::message::{JobRef, MessageError, QueueMessage, MAX_MESSAGE_BYTES};
 use hangar_core::metrics::{names, MetricRecord};
 use hangar_core::planner::{self, Action, DeadClaim, Mode, Plan, PlanInput};
@@ -153,6 +154,10 @@ pub struct ScalerParts {
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub options: ScalerOptions,
+    /// The job ledger. Every job event of a batch is recorded here before the batch plans, and
+    /// the pool's demand gauges (`QueuedJobs`, `OldestQueuedAgeSeconds`) come from it; reconcile
+    /// asks GitHub about old queued entries. `None` runs without one (no gauges).
+    pub ledger: Option<Arc<dyn JobLedger>>,
 }
 
 pub struct Scaler {
@@ -334,8 +339,42 @@ impl Scaler {
         resp
     }
 
-    /// Returns the ids of the messages that failed.
-    async fn handle_pool_batch(&self, pool: &PoolConfig, items: Vec<Item>) -> Vec<String> {
+    /// Records the pool's job events in the ledger, in queue order, then plans and carries the
+    /// plan out, then publishes the pool's demand gauges. A message the ledger could not record
+    /// fails, and so does every message after it in the pool's group (Lambda's FIFO rule: SQS
+    /// redelivers them in order); they are not acted on now. Returns the failed message ids.
+    async fn handle_pool_batch(&self, pool: &PoolConfig, mut items: Vec<Item>) -> Vec<String> {
+        let Some(ledger) = self.p.ledger.as_deref() else { return self.plan_pool_batch(pool, items).await };
+        let now = self.p.clock.now();
+        let queued_messages: Vec<(usize, &QueueMessage)> = items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, it)| match &it.inbound {
+                Inbound::Queue(m) => Some((i, m)),
+                _ => None,
+            })
+            .collect();
+        let messages: Vec<&QueueMessage> = queued_messages.iter().map(|(_, m)| *m).collect();
+        let recorded = crate::ledger::record_batch(ledger, &messages, now).await;
+        let mut failed = Vec::new();
+        if let Some(k) = recorded.failed_from {
+            let cut = queued_messages[k].0;
+            failed.extend(items.drain(cut..).map(|i| i.message_id));
+        }
+        if !items.is_empty() {
+            failed.extend(self.plan_pool_batch(pool, items).await);
+        }
+        match crate::ledger::queued_after(ledger, pool, &recorded.changed).await {
+            Ok(queued) => self.p.metrics.emit(&crate::ledger::gauges(pool, now, &queued), now),
+            Err(e) => {
+                tracing::warn!(pool = %pool.name, error = %e, "ledger query failed; no demand gauges this batch")
+            }
+        }
+        failed
+    }
+
+    /// The batch's plan, carried out. Returns the ids of the messages that failed.
+    async fn plan_pool_batch(&self, pool: &PoolConfig, items: Vec<Item>) -> Vec<String> {
         let all = || items.iter().map(|i| i.message_id.clone()).collect::<Vec<_>>();
         let now = self.p.clock.now();
         // Wall time of the batch's steps: a pool's FIFO group waits for the whole batch, so
@@ -932,6 +971,9 @@ impl Scaler {
                 None
             }
         };
+        if let Some(ledger) = self.p.ledger.as_deref() {
+            errors.extend(self.reconcile_ledger(ledger, now).await);
+        }
         let mut summary = serde_json::Map::new();
         for (pool, instances) in described {
             let plan = planner::plan(&PlanInput::reconcile(
@@ -981,6 +1023,41 @@ impl Scaler {
             retryable,
             message: format!("{} action(s) failed; first: {first}", errors.len()),
         })
+    }
+
+    /// Reconcile's ledger part: old queued jobs checked against GitHub, then every pool's demand
+    /// gauges. Returns the errors.
+    async fn reconcile_ledger(
+        &self,
+        ledger: &dyn JobLedger,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<PortError> {
+        let mut errors = Vec::new();
+        let mut all_queued = Vec::new();
+        for pool in &self.p.config.pools {
+            match ledger.queued(&pool.name).await {
+                Ok(q) => all_queued.extend(q),
+                Err(e) => errors.push(e),
+            }
+        }
+        let (moved, check_errors) =
+            crate::ledger::check_stale(ledger, self.p.github.as_ref(), &all_queued, now).await;
+        errors.extend(check_errors);
+        for pool in &self.p.config.pools {
+            let queued: Vec<_> = if moved == 0 {
+                all_queued.iter().filter(|j| j.pool == pool.name).cloned().collect()
+            } else {
+                match ledger.queued(&pool.name).await {
+                    Ok(q) => q,
+                    Err(e) => {
+                        errors.push(e);
+                        continue;
+                    }
+                }
+            };
+            self.p.metrics.emit(&crate::ledger::gauges(pool, now, &queued), now);
+        }
+        errors
     }
 
     /// A spot interruption warning: tag the instance so that, if its job then fails, the job is

@@ -17,6 +17,8 @@ pub mod env {
     pub const NAMESPACE: &str = "HANGAR_METRICS_NAMESPACE";
     /// The scale queue (FIFO), where reconcile sends warm-pool top-ups.
     pub const QUEUE_URL: &str = "HANGAR_QUEUE_URL";
+    /// The job ledger's DynamoDB table (the stack's `JobLedgerTable`). Unset: no ledger.
+    pub const LEDGER_TABLE: &str = "HANGAR_LEDGER_TABLE";
     /// The launch template of pools whose configuration names none (the stack's own).
     pub const LAUNCH_TEMPLATE_ID: &str = "HANGAR_LAUNCH_TEMPLATE_ID";
     /// `arn:PARTITION:ec2:REGION:ACCOUNT:instance/`: JIT parameters are tagged with the
@@ -41,6 +43,7 @@ pub struct Settings {
     pub jit_prefix: Option<String>,
     pub namespace: String,
     pub queue_url: String,
+    pub ledger_table: Option<String>,
     pub instance_arn_prefix: Option<String>,
 }
 
@@ -112,6 +115,7 @@ impl Settings {
             jit_prefix: get(env::JIT_PARAMETER_PREFIX),
             namespace: get(env::NAMESPACE).unwrap_or_else(|| "Hangar".into()),
             queue_url,
+            ledger_table: get(env::LEDGER_TABLE),
             instance_arn_prefix: get(env::INSTANCE_ARN_PREFIX),
         })
     }

@@ -5,8 +5,9 @@
 #![allow(dead_code)]
 
 use async_trait::async_trait;
+use hangar_aws::dynamo::DynamoLedger;
 use hangar_aws::ec2::Ec2Fleet;
-use hangar_aws::reexports::{ec2, sqs, ssm};
+use hangar_aws::reexports::{dynamodb, ec2, sqs, ssm};
 use hangar_aws::sdk::{with_retries, RetrySettings};
 use hangar_aws::sqs::SqsScaleQueue;
 use hangar_aws::ssm::SsmJitStore;
@@ -157,6 +158,7 @@ struct PartsSource {
     github_url: String,
     clock: Arc<SimClock>,
     ec2_attempts: u32,
+    ledger_table: String,
 }
 
 impl Env {
@@ -210,11 +212,16 @@ impl Env {
             .queue_url
             .expect("url");
         let prefix = format!("/{}/jit", unique("hangar-test"));
+        let ledger_table = unique("ledger");
+        hangar_aws::dynamo::create_table(&dynamodb::Client::new(&direct), &ledger_table)
+            .await
+            .expect("ledger table");
         let parts = PartsSource {
             endpoint: proxy.endpoint(),
             github_url: sim.base_url(),
             clock: sim.clock(),
             ec2_attempts: opts.ec2_attempts,
+            ledger_table,
         };
         let metrics = Arc::new(Metrics::in_memory("HangarTest"));
         let scaler = Arc::new(build(&parts, &config, &queue_url, &prefix, metrics.clone()).await);
@@ -227,6 +234,12 @@ impl Env {
         let metrics = Arc::new(Metrics::in_memory("HangarTest"));
         let s = build(&self.parts, &self.config, &self.queue_url, &self.prefix, metrics.clone()).await;
         (Arc::new(s), metrics)
+    }
+
+    /// The scaler's job ledger, read straight from moto (not through the proxy).
+    pub async fn ledger(&self) -> DynamoLedger {
+        let direct = aws_config_for(&moto().endpoint()).await;
+        DynamoLedger::new(dynamodb::Client::new(&direct), self.parts.ledger_table.clone())
     }
 
     pub fn pool_name(&self) -> PoolName {
@@ -384,6 +397,7 @@ async fn build(
             requeue_pace: std::time::Duration::from_millis(50),
             ..ScalerOptions::default()
         },
+        ledger: Some(Arc::new(DynamoLedger::new(dynamodb::Client::new(&fast(3)), src.ledger_table.clone()))),
     })
 }
 

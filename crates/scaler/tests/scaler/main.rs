@@ -4,6 +4,7 @@
 mod common;
 mod concurrency;
 mod events;
+mod ledger;
 mod reconcile;
 mod scale_up;
 mod spot;

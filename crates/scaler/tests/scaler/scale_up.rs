@@ -3,6 +3,7 @@
 
 use crate::common::{runner_name, scale_up, started, Env, Options};
 use hangar_core::ids::PoolName;
+use hangar_core::ledger::JobLedger as _;
 use hangar_core::message::QueueMessage;
 use hangar_sim::fault_proxy::Fault;
 use hangar_sim::github::Fault as GhFault;
@@ -73,8 +74,19 @@ async fn a_start_tags_the_runner_busy_and_its_redelivery_makes_no_write() {
     assert!(env.batch(&[("s-1", msg, 2)]).await.is_empty());
     let after = env.proxy.counts();
     let delta: u64 = after.values().sum::<u64>() - before.values().sum::<u64>();
-    assert_eq!(delta, 1, "one DescribeInstances and nothing else: {before:?} -> {after:?}");
+    // The ledger's conditional write, refused (it says the job started already); the query for
+    // the pool's demand gauges; one DescribeInstances. No write changes anything.
+    assert_eq!(delta, 3, "{before:?} -> {after:?}");
     assert_eq!(after["DescribeInstances"], before["DescribeInstances"] + 1);
+    assert_eq!(after["UpdateItem"], before["UpdateItem"] + 1);
+    assert_eq!(after["Query"], before["Query"] + 1);
+    let entry = env
+        .ledger()
+        .await
+        .get(hangar_core::ledger::JobKey::new(hangar_core::ids::JobId(7), 1))
+        .await
+        .unwrap();
+    assert_eq!(entry.map(|j| j.status), Some(hangar_core::ledger::JobStatus::Started));
     assert_eq!(env.sim.counters().total, gh, "no GitHub call on the hot path");
 }
 

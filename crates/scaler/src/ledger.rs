@@ -1,0 +1,142 @@
+//! The job ledger's part of a batch and of reconcile: every job event of a pool's batch is
+//! recorded (in queue order, before the batch plans), the pool's demand gauges are published
+//! from it, and reconcile asks GitHub about queued jobs old enough that a lost `completed` or
+//! `in_progress` webhook may be why they still look queued.
+//!
+//! IAM: the DynamoDB actions of [`hangar_aws::dynamo::DynamoLedger`]; `GET` job needs the
+//! GitHub App's "Actions: read" permission.
+
+use chrono::{DateTime, Duration, Utc};
+use futures::stream::{self, StreamExt};
+use hangar_core::config::PoolConfig;
+use hangar_core::ledger::{merge_own_writes, Applied, JobChange, JobEvent, JobLedger, JobStatus, LedgerJob};
+use hangar_core::message::QueueMessage;
+use hangar_core::metrics::MetricRecord;
+use hangar_core::plan::ledger_gauges;
+use hangar_core::ports::{PortError, RunnerRegistry};
+
+/// Queued jobs older than this are checked against GitHub by reconcile.
+pub const STALE_AFTER_SECS: i64 = 300;
+/// At most this many such checks per reconcile run, oldest first, over all pools: one `GET`
+/// job each, well inside an installation's 5,000 requests an hour at one run a minute.
+pub const STALE_CHECK_BUDGET: usize = 20;
+
+/// What recording a pool's batch left.
+#[derive(Debug, Default)]
+pub struct Recorded {
+    /// The entries this batch changed, in order.
+    pub changed: Vec<LedgerJob>,
+    /// The index of the first message that could not be recorded: it and every message after
+    /// it in the pool's group must be reported failed (Lambda's FIFO rule), and none of them
+    /// acted on now.
+    pub failed_from: Option<usize>,
+    pub error: Option<PortError>,
+}
+
+/// Records `messages` (one pool's, in queue order). A write that fails with a retryable error
+/// stops the recording there. An event the ledger refuses as invalid is logged and skipped:
+/// retrying cannot make it valid, and failing it would hold the pool's whole group.
+pub async fn record_batch(
+    ledger: &dyn JobLedger,
+    messages: &[&QueueMessage],
+    now: DateTime<Utc>,
+) -> Recorded {
+    let mut out = Recorded::default();
+    for (i, m) in messages.iter().enumerate() {
+        let event = JobEvent::from_message(m);
+        match ledger.apply(&event, now).await {
+            Ok(Applied::Recorded { from, job }) => {
+                tracing::debug!(job = %job.key, pool = %job.pool, from = from.map_or("none", JobStatus::as_str), to = job.status.as_str(), "ledger entry recorded");
+                out.changed.push(*job);
+            }
+            Ok(Applied::Unchanged { existing }) => {
+                tracing::debug!(job = %event.key, existing = existing.as_str(), "ledger entry unchanged (duplicate or stale event)");
+            }
+            Err(e) if !e.retryable => {
+                tracing::warn!(job = %event.key, pool = %event.pool, error = %e, "job event refused by the ledger");
+            }
+            Err(e) => {
+                tracing::warn!(job = %event.key, pool = %event.pool, code = e.code.as_deref().unwrap_or(""), error = %e, "ledger write failed; this message and those after it in the pool's group are retried");
+                out.failed_from = Some(i);
+                out.error = Some(e);
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// The pool's queued jobs as this batch sees them (its own writes included), for planning and
+/// for the demand gauges.
+pub async fn queued_after(
+    ledger: &dyn JobLedger,
+    pool: &PoolConfig,
+    own: &[LedgerJob],
+) -> Result<Vec<LedgerJob>, PortError> {
+    let queried = ledger.queued(&pool.name).await?;
+    let own: Vec<LedgerJob> = own.iter().filter(|j| j.pool == pool.name).cloned().collect();
+    Ok(merge_own_writes(queried, &own))
+}
+
+/// `QueuedJobs` and `OldestQueuedAgeSeconds` for the pool.
+pub fn gauges(pool: &PoolConfig, now: DateTime<Utc>, queued: &[LedgerJob]) -> Vec<MetricRecord> {
+    ledger_gauges(&pool.name, now, queued)
+}
+
+/// Reconcile's check of old queued jobs: `GET` each from GitHub (oldest first, within the
+/// budget) and record what GitHub says happened. Returns how many entries it moved on, and the
+/// errors. A job GitHub answers 404 for (its run deleted) is left to the entry's TTL.
+pub async fn check_stale(
+    ledger: &dyn JobLedger,
+    github: &dyn RunnerRegistry,
+    queued: &[LedgerJob],
+    now: DateTime<Utc>,
+) -> (u32, Vec<PortError>) {
+    let stale_before = now - Duration::seconds(STALE_AFTER_SECS);
+    let mut old: Vec<&LedgerJob> = queued.iter().filter(|j| j.created_at < stale_before).collect();
+    old.sort_by_key(|j| (j.created_at, j.key));
+    old.truncate(STALE_CHECK_BUDGET);
+    let results: Vec<Result<bool, PortError>> = stream::iter(old)
+        .map(|j| async move {
+            let info = github.get_job(&j.repository, j.key.job_id).await?;
+            let change = match info.status.as_str() {
+                "completed" => JobChange::Completed {
+                    runner_name: info.runner_name,
+                    conclusion: info.conclusion,
+                    completed_at: Some(now),
+                },
+                "in_progress" => JobChange::Started { runner_name: info.runner_name, started_at: Some(now) },
+                // Still queued, waiting or pending on GitHub too: the ledger is right.
+                _ => return Ok(false),
+            };
+            let event = JobEvent {
+                key: j.key,
+                pool: j.pool.clone(),
+                run_id: j.run_id,
+                repository: j.repository.clone(),
+                installation_id: j.installation_id,
+                change,
+            };
+            let applied = ledger.apply(&event, now).await?;
+            if applied.changed() {
+                tracing::info!(job = %j.key, pool = %j.pool, github_status = %info.status, "queued job found ended or running on GitHub; ledger updated");
+            }
+            Ok(applied.changed())
+        })
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    let mut moved = 0;
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(true) => moved += 1,
+            Ok(false) => {}
+            Err(e) if e.code.as_deref() == Some("404") => {
+                tracing::info!(error = %e, "queued job unknown to GitHub; left to its TTL");
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    (moved, errors)
+}

@@ -1,0 +1,148 @@
+//! The job ledger's part of the scaler: batches record their job events in queue order before
+//! they plan, a ledger outage fails the message and every one after it in the pool's group,
+//! the demand gauges come from the ledger, and reconcile asks GitHub about old queued jobs.
+
+use crate::common::*;
+use chrono::Duration;
+use hangar_core::ids::{JobId, RunId};
+use hangar_core::ledger::{JobChange, JobEvent, JobKey, JobLedger, JobStatus};
+use hangar_sim::fault_proxy::Fault;
+use hangar_sim::github::JobSpec;
+
+fn key(job: u64) -> JobKey {
+    JobKey::new(JobId(job), 1)
+}
+
+#[tokio::test]
+async fn a_batch_records_every_job_event_and_publishes_the_pools_demand() {
+    let env = Env::start(Options::default()).await;
+    let pool = env.pool_name();
+    let resp = env
+        .handle(sqs_event(&[
+            ("m1", scale_up(&pool, 1), 1),
+            ("m2", scale_up(&pool, 2), 1),
+            ("m3", scale_up(&pool, 3), 1),
+        ]))
+        .await;
+    assert!(failures(&resp).is_empty(), "{resp}");
+    let ledger = env.ledger().await;
+    let queued: Vec<_> = ledger.queued(&pool).await.unwrap().into_iter().map(|j| j.key).collect();
+    assert_eq!(queued, vec![key(1), key(2), key(3)]);
+    assert_eq!(env.metrics.last("QueuedJobs", pool.as_str()), Some(3.0));
+
+    // Job 1 starts, job 2 is cancelled while queued, job 3's `queued` is redelivered.
+    let cancel =
+        completed(&pool, 2, "", "cancelled", 1, REPO).replace("\"runner_name\":\"\"", "\"runner_name\":null");
+    let resp = env
+        .handle(sqs_event(&[
+            ("m4", started(&pool, 1, &runner_name(&pool, "i-0123456789abcdef0")), 1),
+            ("m5", cancel, 1),
+            ("m6", scale_up(&pool, 3), 2),
+        ]))
+        .await;
+    assert!(failures(&resp).is_empty(), "{resp}");
+    assert_eq!(ledger.get(key(1)).await.unwrap().unwrap().status, JobStatus::Started);
+    let two = ledger.get(key(2)).await.unwrap().unwrap();
+    assert!(two.cancelled_while_queued(), "{two:?}");
+    let queued: Vec<_> = ledger.queued(&pool).await.unwrap().into_iter().map(|j| j.key).collect();
+    assert_eq!(queued, vec![key(3)]);
+    assert_eq!(env.metrics.last("QueuedJobs", pool.as_str()), Some(1.0));
+}
+
+#[tokio::test]
+async fn a_ledger_outage_fails_the_message_and_every_one_after_it_in_the_group() {
+    let env = Env::start(Options::default()).await;
+    let pool = env.pool_name();
+    // The second write is refused as DynamoDB refuses under load (retried by the SDK: 3
+    // attempts, so three injected errors exhaust them).
+    let resp = env.handle(sqs_event(&[("m1", scale_up(&pool, 1), 1)])).await;
+    assert!(failures(&resp).is_empty());
+    env.proxy.inject(Fault::error("UpdateItem", "ProvisionedThroughputExceededException", 400, 3));
+    let resp = env
+        .handle(sqs_event(&[
+            ("m2", scale_up(&pool, 2), 1),
+            ("m3", started(&pool, 1, &runner_name(&pool, "i-0123456789abcdef0")), 1),
+            ("m4", scale_up(&pool, 4), 1),
+        ]))
+        .await;
+    assert_eq!(failures(&resp), vec!["m3".to_string(), "m4".to_string()], "{resp}");
+    let ledger = env.ledger().await;
+    assert_eq!(
+        ledger.get(key(2)).await.unwrap().map(|j| j.status),
+        Some(JobStatus::Queued),
+        "recorded before the outage"
+    );
+    assert_eq!(ledger.get(key(4)).await.unwrap(), None, "not recorded after it");
+    // Redelivered in order, they are recorded.
+    let resp = env
+        .handle(sqs_event(&[
+            ("m3", started(&pool, 1, &runner_name(&pool, "i-0123456789abcdef0")), 2),
+            ("m4", scale_up(&pool, 4), 2),
+        ]))
+        .await;
+    assert!(failures(&resp).is_empty(), "{resp}");
+    assert_eq!(ledger.get(key(1)).await.unwrap().unwrap().status, JobStatus::Started);
+    assert_eq!(ledger.get(key(4)).await.unwrap().unwrap().status, JobStatus::Queued);
+}
+
+#[tokio::test]
+async fn reconcile_asks_github_about_old_queued_jobs_and_records_what_happened() {
+    let env = Env::start(Options::default()).await;
+    let pool = env.pool_name();
+    let ledger = env.ledger().await;
+    // Three jobs GitHub knows, queued in the ledger ten minutes ago; their later webhooks were lost.
+    let labels = ["self-hosted", "linux", "x64"];
+    let running = env.sim.enqueue_job(JobSpec::new(REPO, &labels).duration_ms(3_600_000)).unwrap();
+    let ended = env.sim.enqueue_job(JobSpec::new(REPO, &labels).duration_ms(3_600_000)).unwrap();
+    let waiting = env.sim.enqueue_job(JobSpec::new(REPO, &labels)).unwrap();
+    let young = env.sim.enqueue_job(JobSpec::new(REPO, &labels)).unwrap();
+    let now = env.sim.now();
+    for (job, age) in [(running.id, 600), (ended.id, 600), (waiting.id, 600), (young.id, 10)] {
+        let e = JobEvent {
+            key: key(job),
+            pool: pool.clone(),
+            run_id: RunId(job),
+            repository: REPO.into(),
+            installation_id: None,
+            change: JobChange::Queued { created_at: now - Duration::seconds(age), labels: vec![] },
+        };
+        ledger.apply(&e, now).await.unwrap();
+    }
+    // Two runners take two of the jobs; one of them dies under its job, which ends it.
+    let gh = env.github_client();
+    for n in 0..2 {
+        let jit = hangar_core::ports::RunnerRegistry::generate_jit_config(
+            &gh,
+            &hangar_core::ports::JitRequest {
+                name: format!("hangar-{pool}-i-0000000{n}").into(),
+                labels: labels.iter().map(|l| l.to_string()).collect(),
+                runner_group: "hangar".into(),
+                scope: hangar_core::ports::RunnerScopeTarget::Org(ORG.into()),
+                installation: None,
+            },
+        )
+        .await
+        .unwrap();
+        env.sim.register_runner(jit.encoded.expose()).unwrap();
+    }
+    let on = |id: u64| env.sim.runners().into_iter().find(|r| r.job_id == Some(id)).map(|r| r.id);
+    let (Some(_), Some(ended_runner)) = (on(running.id).or(on(ended.id)), on(ended.id).or(on(running.id)))
+    else {
+        panic!("runners took no jobs: {:?}", env.sim.runners());
+    };
+    // Whichever runner took `ended`, kill it; the other job keeps running.
+    let (running_id, ended_id) =
+        if on(ended.id).is_some() { (running.id, ended.id) } else { (ended.id, running.id) };
+    assert_eq!(on(ended_id), Some(ended_runner));
+    env.sim.kill_runner(ended_runner).unwrap();
+    let gets = env.sim.count("get-job");
+
+    let resp = env.handle(fixture("scheduled-event.json")).await;
+    assert!(resp.get(pool.as_str()).is_some(), "reconcile succeeded: {resp}");
+    assert_eq!(ledger.get(key(running_id)).await.unwrap().unwrap().status, JobStatus::Started);
+    assert_eq!(ledger.get(key(ended_id)).await.unwrap().unwrap().status, JobStatus::Done);
+    assert_eq!(ledger.get(key(waiting.id)).await.unwrap().unwrap().status, JobStatus::Queued);
+    assert_eq!(ledger.get(key(young.id)).await.unwrap().unwrap().status, JobStatus::Queued);
+    assert_eq!(env.sim.count("get-job") - gets, 3, "one GET per old queued job, none for the young one");
+    assert_eq!(env.metrics.last("QueuedJobs", pool.as_str()), Some(2.0));
+}
