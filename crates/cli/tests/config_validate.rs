@@ -125,7 +125,6 @@ fn each_problem_is_one_line_with_its_field_and_exit_1() {
              { days: [mon], from: '09:00', to: '10:00', size: 2 }] }",
             "pools[0].warm_pool.schedule[1]: never applies: wherever it holds, schedule[0] (size 3)",
         ),
-        ("no-app-id", "github:\n  app_id: 42\n", "", "github.app_id: not set: the scaler refuses"),
         (
             "lambda-load-check",
             "labels: [self-hosted, linux, x64]",

@@ -436,16 +436,11 @@ fn split_yaml_path(msg: &str) -> (&str, &str) {
 /// The checks the Lambdas do not make because only an operator can act on them, all of them
 /// (not only the first): subnets and instance types named twice, a boot timeout above the boot
 /// agent's JIT deadline, a warm pool above `max_runners`, a schedule window that never applies,
-/// and a missing `github.app_id` (the scaler's own load check, `crates/scaler/src/settings.rs`,
-/// which the core cannot call). Pure; safe on a document that failed [`Config::validate`].
+/// A missing `github.app_id` is not a problem: the stack passes the App id (`GitHubAppId`),
+/// and before the App exists the scaler waits for it without an error. Pure; safe on a
+/// document that failed [`Config::validate`].
 pub fn lint(cfg: &Config) -> Vec<ConfigProblem> {
     let mut out = Vec::new();
-    if cfg.github.app_id == 0 {
-        out.push(ConfigProblem::new(
-            "github.app_id",
-            "not set: the scaler refuses to start without the GitHub App id",
-        ));
-    }
     for (i, p) in cfg.pools.iter().enumerate() {
         let at = |f: &str| format!("pools[{i}].{f}");
         let overrides =

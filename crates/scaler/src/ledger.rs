@@ -9,11 +9,14 @@
 use chrono::{DateTime, Duration, Utc};
 use futures::stream::{self, StreamExt};
 use hangar_core::config::PoolConfig;
-use hangar_core::ledger::{merge_own_writes, Applied, JobChange, JobEvent, JobLedger, JobStatus, LedgerJob};
+use hangar_core::ledger::{
+    merge_own_writes, Applied, JobChange, JobEvent, JobKey, JobLedger, JobStatus, LedgerJob,
+};
 use hangar_core::message::QueueMessage;
 use hangar_core::metrics::MetricRecord;
 use hangar_core::plan::ledger_gauges;
 use hangar_core::ports::{PortError, RunnerRegistry};
+use std::collections::BTreeMap;
 
 /// Queued jobs older than this are checked against GitHub by reconcile.
 pub const STALE_AFTER_SECS: i64 = 300;
@@ -33,33 +36,63 @@ pub struct Recorded {
     pub error: Option<PortError>,
 }
 
-/// Records `messages` (one pool's, in queue order). A write that fails with a retryable error
-/// stops the recording there. An event the ledger refuses as invalid is logged and skipped:
-/// retrying cannot make it valid, and failing it would hold the pool's whole group.
+/// Job events recorded at once: a batch holds at most ten messages, and each job's own events
+/// stay in order (see [`record_batch`]).
+const RECORD_CONCURRENCY: usize = 10;
+
+/// Records `messages` (one pool's, in queue order). Different jobs' events are written at once,
+/// each job's in order. A write that fails with a retryable error stops that job's events
+/// there, and the earliest such message is where the batch's failures start. An event the
+/// ledger refuses as invalid is logged and skipped: retrying cannot make it valid, and failing
+/// it would hold the pool's whole group.
 pub async fn record_batch(
     ledger: &dyn JobLedger,
     messages: &[&QueueMessage],
     now: DateTime<Utc>,
 ) -> Recorded {
-    let mut out = Recorded::default();
+    let mut by_job: BTreeMap<JobKey, Vec<(usize, JobEvent)>> = BTreeMap::new();
     for (i, m) in messages.iter().enumerate() {
-        let event = JobEvent::from_message(m);
-        match ledger.apply(&event, now).await {
+        let e = JobEvent::from_message(m);
+        by_job.entry(e.key).or_default().push((i, e));
+    }
+    let per_job: Vec<Vec<(usize, Result<Applied, PortError>)>> = stream::iter(by_job.into_values())
+        .map(|events| async move {
+            let mut out = Vec::with_capacity(events.len());
+            for (i, e) in events {
+                let r = ledger.apply(&e, now).await;
+                let stop = matches!(&r, Err(err) if err.retryable);
+                out.push((i, r));
+                if stop {
+                    break;
+                }
+            }
+            out
+        })
+        .buffer_unordered(RECORD_CONCURRENCY)
+        .collect()
+        .await;
+    let mut results: Vec<(usize, Result<Applied, PortError>)> = per_job.into_iter().flatten().collect();
+    results.sort_by_key(|(i, _)| *i);
+    let mut out = Recorded::default();
+    for (i, r) in results {
+        let event_key = JobEvent::from_message(messages[i]).key;
+        match r {
             Ok(Applied::Recorded { from, job }) => {
                 tracing::debug!(job = %job.key, pool = %job.pool, from = from.map_or("none", JobStatus::as_str), to = job.status.as_str(), "ledger entry recorded");
                 out.changed.push(*job);
             }
             Ok(Applied::Unchanged { existing }) => {
-                tracing::debug!(job = %event.key, existing = existing.as_str(), "ledger entry unchanged (duplicate or stale event)");
+                tracing::debug!(job = %event_key, existing = existing.as_str(), "ledger entry unchanged (duplicate or stale event)");
             }
             Err(e) if !e.retryable => {
-                tracing::warn!(job = %event.key, pool = %event.pool, error = %e, "job event refused by the ledger");
+                tracing::warn!(job = %event_key, error = %e, "job event refused by the ledger");
             }
             Err(e) => {
-                tracing::warn!(job = %event.key, pool = %event.pool, code = e.code.as_deref().unwrap_or(""), error = %e, "ledger write failed; this message and those after it in the pool's group are retried");
-                out.failed_from = Some(i);
-                out.error = Some(e);
-                break;
+                tracing::warn!(job = %event_key, code = e.code.as_deref().unwrap_or(""), error = %e, "ledger write failed; this message and those after it in the pool's group are retried");
+                if out.failed_from.is_none() {
+                    out.failed_from = Some(i);
+                    out.error = Some(e);
+                }
             }
         }
     }

@@ -298,6 +298,7 @@ async fn run_cloud(
     let ec2 = aws_sdk_ec2::Client::new(&direct);
     let ssm = aws_sdk_ssm::Client::new(&direct);
     let sqs = aws_sdk_sqs::Client::new(&direct);
+    let ddb = hangar_aws::reexports::dynamodb::Client::new(&direct);
     say(format!("moto on {moto_url}, fault proxy on {}", proxy.endpoint()));
 
     // GitHub, sending webhooks to the webhook function's URL.
@@ -339,6 +340,7 @@ async fn run_cloud(
         },
     )
     .await?;
+    stack::create_ledger(&ddb).await?;
     say(format!(
         "stack: queue {}, {} subnets, launch templates {:?}",
         stack.queue_url,
@@ -398,6 +400,7 @@ async fn run_cloud(
     scaler_env.insert("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), "256".into());
     scaler_env.insert("HANGAR_GITHUB_APP_KEY_PARAMETER".into(), stack::APP_KEY_PARAMETER.into());
     scaler_env.insert("HANGAR_JIT_PARAMETER_PREFIX".into(), stack::JIT_PREFIX.into());
+    scaler_env.insert("HANGAR_LEDGER_TABLE".into(), stack::LEDGER_TABLE.into());
     if let Some(id) = stack.launch_templates.values().next() {
         scaler_env.insert("HANGAR_LAUNCH_TEMPLATE_ID".into(), id.clone());
     }
@@ -772,6 +775,7 @@ async fn run_cloud(
     let left_runners = sim.runners().iter().filter(|r| !r.removed).count() as u64;
     let dlq_depth = stack::queue_depth(&sqs, &stack.dlq_url).await.unwrap_or(0);
     let queue_depth = stack::queue_depth(&sqs, &stack.queue_url).await.unwrap_or(0);
+    let ledger_queued_left = stack::ledger_queued(&ddb, &stack.config).await?;
 
     // The outcome.
     let all = sim.jobs();
@@ -843,6 +847,8 @@ async fn run_cloud(
     o.leftover_instances = left_instances;
     o.leftover_parameters = left_params;
     o.leftover_runners = left_runners;
+    o.ledger_queued_left = ledger_queued_left;
+    o.messages_left = queue_depth;
     o.duration_s = t0.elapsed().as_secs_f64();
     let mut extra = extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let tags = job_tags.lock().unwrap_or_else(|e| e.into_inner()).clone();

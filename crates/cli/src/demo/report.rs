@@ -87,6 +87,10 @@ pub struct Outcome {
     pub leftover_instances: u64,
     pub leftover_parameters: u64,
     pub leftover_runners: u64,
+    /// Jobs the job ledger still holds as queued after teardown (every job ran, so 0).
+    pub ledger_queued_left: u64,
+    /// Messages still in the scale queue after teardown.
+    pub messages_left: u64,
     pub max_runners_exceeded: bool,
     pub time_compression: f64,
     pub time_compression_note: String,
@@ -212,6 +216,11 @@ impl Outcome {
             &mut s,
             "leftovers: instances / params / runners",
             format!("{} / {} / {}", self.leftover_instances, self.leftover_parameters, self.leftover_runners),
+        );
+        row(
+            &mut s,
+            "left queued: ledger jobs / messages",
+            format!("{} / {}", self.ledger_queued_left, self.messages_left),
         );
         row(&mut s, "max_runners exceeded", format!("{}", self.max_runners_exceeded));
         row(&mut s, "time compression", self.time_compression_note.clone());

@@ -26,6 +26,25 @@ pub const JIT_PREFIX: &str = "/hangar/jit";
 /// One of moto's built-in images.
 const AMI: &str = "ami-12c6146b";
 
+/// The job ledger's table, created as `infra/template.yaml` creates `JobLedgerTable`.
+pub const LEDGER_TABLE: &str = "hangar-demo-jobs";
+
+/// Creates the job ledger's table (the stack's `JobLedgerTable`).
+pub async fn create_ledger(ddb: &hangar_aws::reexports::dynamodb::Client) -> anyhow::Result<()> {
+    hangar_aws::dynamo::create_table(ddb, LEDGER_TABLE).await.context("CreateTable (job ledger)")
+}
+
+/// Jobs the ledger still holds as queued, over every pool.
+pub async fn ledger_queued(ddb: &hangar_aws::reexports::dynamodb::Client, config: &Config) -> anyhow::Result<u64> {
+    use hangar_core::ledger::JobLedger;
+    let ledger = hangar_aws::dynamo::DynamoLedger::new(ddb.clone(), LEDGER_TABLE);
+    let mut n = 0;
+    for p in &config.pools {
+        n += ledger.queued(&p.name).await.with_context(|| format!("ledger query for pool {}", p.name))?.len() as u64;
+    }
+    Ok(n)
+}
+
 pub struct Stack {
     pub queue_url: String,
     pub dlq_url: String,

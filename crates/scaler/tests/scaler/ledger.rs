@@ -72,7 +72,8 @@ async fn a_ledger_outage_fails_the_message_and_every_one_after_it_in_the_group()
         Some(JobStatus::Queued),
         "recorded before the outage"
     );
-    assert_eq!(ledger.get(key(4)).await.unwrap(), None, "not recorded after it");
+    // Job 4's event may be written already (different jobs are written at once); its message
+    // fails all the same, as Lambda's FIFO rule asks, and its redelivery changes nothing.
     // Redelivered in order, they are recorded.
     let resp = env
         .handle(sqs_event(&[
