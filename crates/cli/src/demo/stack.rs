@@ -35,12 +35,16 @@ pub async fn create_ledger(ddb: &hangar_aws::reexports::dynamodb::Client) -> any
 }
 
 /// Jobs the ledger still holds as queued, over every pool.
-pub async fn ledger_queued(ddb: &hangar_aws::reexports::dynamodb::Client, config: &Config) -> anyhow::Result<u64> {
+pub async fn ledger_queued(
+    ddb: &hangar_aws::reexports::dynamodb::Client,
+    config: &Config,
+) -> anyhow::Result<u64> {
     use hangar_core::ledger::JobLedger;
     let ledger = hangar_aws::dynamo::DynamoLedger::new(ddb.clone(), LEDGER_TABLE);
     let mut n = 0;
     for p in &config.pools {
-        n += ledger.queued(&p.name).await.with_context(|| format!("ledger query for pool {}", p.name))?.len() as u64;
+        n += ledger.queued(&p.name).await.with_context(|| format!("ledger query for pool {}", p.name))?.len()
+            as u64;
     }
     Ok(n)
 }
