@@ -128,6 +128,7 @@ fn status_shows_each_pools_queue_and_runners_as_a_table_and_as_json() {
     let out = hangar(&endpoint, &["status", "--config", config, "--table", &table, "--pool", "small"]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
+    println!("{text}");
     assert!(text.contains("oldest wait") && text.contains("small") && !text.contains("quiet"), "{text}");
     assert!(text.contains("3 / 3") && text.contains("yes (3 waiting)"), "{text}");
 }

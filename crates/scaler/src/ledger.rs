@@ -1,7 +1,7 @@
 //! The job ledger's part of a batch and of reconcile: every job event of a pool's batch is
-//! recorded (in queue order, before the batch plans), the pool's demand gauges are published
-//! from it, and reconcile asks GitHub about queued jobs old enough that a lost `completed` or
-//! `in_progress` webhook may be why they still look queued.
+//! recorded (in queue order, before the batch plans), and reconcile publishes each pool's
+//! demand gauges from it and asks GitHub about queued jobs old enough that a lost `completed`
+//! or `in_progress` webhook may be why they still look queued.
 //!
 //! IAM: the DynamoDB actions of [`hangar_aws::dynamo::DynamoLedger`]; `GET` job needs the
 //! GitHub App's "Actions: read" permission.
@@ -9,9 +9,7 @@
 use chrono::{DateTime, Duration, Utc};
 use futures::stream::{self, StreamExt};
 use hangar_core::config::PoolConfig;
-use hangar_core::ledger::{
-    merge_own_writes, Applied, JobChange, JobEvent, JobKey, JobLedger, JobStatus, LedgerJob,
-};
+use hangar_core::ledger::{Applied, JobChange, JobEvent, JobKey, JobLedger, JobStatus, LedgerJob};
 use hangar_core::message::QueueMessage;
 use hangar_core::metrics::MetricRecord;
 use hangar_core::plan::ledger_gauges;
@@ -97,18 +95,6 @@ pub async fn record_batch(
         }
     }
     out
-}
-
-/// The pool's queued jobs as this batch sees them (its own writes included), for planning and
-/// for the demand gauges.
-pub async fn queued_after(
-    ledger: &dyn JobLedger,
-    pool: &PoolConfig,
-    own: &[LedgerJob],
-) -> Result<Vec<LedgerJob>, PortError> {
-    let queried = ledger.queued(&pool.name).await?;
-    let own: Vec<LedgerJob> = own.iter().filter(|j| j.pool == pool.name).cloned().collect();
-    Ok(merge_own_writes(queried, &own))
 }
 
 /// `QueuedJobs` and `OldestQueuedAgeSeconds` for the pool.

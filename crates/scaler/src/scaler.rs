@@ -339,12 +339,17 @@ impl Scaler {
         resp
     }
 
-    /// Records the pool's job events in the ledger, in queue order, then plans and carries the
-    /// plan out, then publishes the pool's demand gauges. A message the ledger could not record
+    /// Records the pool's job events in the ledger (while the pool is described: the two are
+    /// independent), then plans and carries the plan out. A message the ledger could not record
     /// fails, and so does every message after it in the pool's group (Lambda's FIFO rule: SQS
-    /// redelivers them in order); they are not acted on now. Returns the failed message ids.
+    /// redelivers them in order); they are not acted on now. The demand gauges come from
+    /// reconcile, off the pool's hot path. Returns the failed message ids.
     async fn handle_pool_batch(&self, pool: &PoolConfig, mut items: Vec<Item>) -> Vec<String> {
-        let Some(ledger) = self.p.ledger.as_deref() else { return self.plan_pool_batch(pool, items).await };
+        let started = std::time::Instant::now();
+        let Some(ledger) = self.p.ledger.as_deref() else {
+            let described = self.p.fleet.describe_pool(&pool.name).await;
+            return self.plan_pool_batch(pool, items, described, started).await;
+        };
         let now = self.p.clock.now();
         let queued_messages: Vec<(usize, &QueueMessage)> = items
             .iter()
@@ -355,32 +360,35 @@ impl Scaler {
             })
             .collect();
         let messages: Vec<&QueueMessage> = queued_messages.iter().map(|(_, m)| *m).collect();
-        let recorded = crate::ledger::record_batch(ledger, &messages, now).await;
+        let (recorded, described) = futures::join!(
+            crate::ledger::record_batch(ledger, &messages, now),
+            self.p.fleet.describe_pool(&pool.name)
+        );
+        let cut = recorded.failed_from.map(|k| queued_messages[k].0);
         let mut failed = Vec::new();
-        if let Some(k) = recorded.failed_from {
-            let cut = queued_messages[k].0;
+        if let Some(cut) = cut {
             failed.extend(items.drain(cut..).map(|i| i.message_id));
         }
         if !items.is_empty() {
-            failed.extend(self.plan_pool_batch(pool, items).await);
-        }
-        match crate::ledger::queued_after(ledger, pool, &recorded.changed).await {
-            Ok(queued) => self.p.metrics.emit(&crate::ledger::gauges(pool, now, &queued), now),
-            Err(e) => {
-                tracing::warn!(pool = %pool.name, error = %e, "ledger query failed; no demand gauges this batch")
-            }
+            failed.extend(self.plan_pool_batch(pool, items, described, started).await);
         }
         failed
     }
 
     /// The batch's plan, carried out. Returns the ids of the messages that failed.
-    async fn plan_pool_batch(&self, pool: &PoolConfig, items: Vec<Item>) -> Vec<String> {
+    /// `started`: when the batch began (its steps' wall time is logged: a pool's FIFO group
+    /// waits for the whole batch, so this is most of a queued job's wait before its instance
+    /// boots).
+    async fn plan_pool_batch(
+        &self,
+        pool: &PoolConfig,
+        items: Vec<Item>,
+        described: Result<Vec<ObservedInstance>, PortError>,
+        started: std::time::Instant,
+    ) -> Vec<String> {
         let all = || items.iter().map(|i| i.message_id.clone()).collect::<Vec<_>>();
         let now = self.p.clock.now();
-        // Wall time of the batch's steps: a pool's FIFO group waits for the whole batch, so
-        // this is most of a queued job's wait before its instance boots.
-        let started = std::time::Instant::now();
-        let instances = match self.p.fleet.describe_pool(&pool.name).await {
+        let instances = match described {
             Ok(i) => i,
             Err(e) => {
                 tracing::warn!(pool = %pool.name, code = e.code.as_deref().unwrap_or(""), error = %e, "describe failed; the batch is retried");

@@ -1,6 +1,6 @@
 //! The job ledger's part of the scaler: batches record their job events in queue order before
-//! they plan, a ledger outage fails the message and every one after it in the pool's group,
-//! the demand gauges come from the ledger, and reconcile asks GitHub about old queued jobs.
+//! they plan, a ledger outage fails the message and every one after it in the pool's group, and
+//! reconcile publishes the demand gauges from the ledger and asks GitHub about old queued jobs.
 
 use crate::common::*;
 use chrono::Duration;
@@ -28,6 +28,9 @@ async fn a_batch_records_every_job_event_and_publishes_the_pools_demand() {
     let ledger = env.ledger().await;
     let queued: Vec<_> = ledger.queued(&pool).await.unwrap().into_iter().map(|j| j.key).collect();
     assert_eq!(queued, vec![key(1), key(2), key(3)]);
+    // The demand gauges come from reconcile, off the pool's hot path.
+    assert_eq!(env.metrics.last("QueuedJobs", pool.as_str()), None);
+    env.handle(fixture("scheduled-event.json")).await;
     assert_eq!(env.metrics.last("QueuedJobs", pool.as_str()), Some(3.0));
 
     // Job 1 starts, job 2 is cancelled while queued, job 3's `queued` is redelivered.
@@ -46,7 +49,9 @@ async fn a_batch_records_every_job_event_and_publishes_the_pools_demand() {
     assert!(two.cancelled_while_queued(), "{two:?}");
     let queued: Vec<_> = ledger.queued(&pool).await.unwrap().into_iter().map(|j| j.key).collect();
     assert_eq!(queued, vec![key(3)]);
+    env.handle(fixture("scheduled-event.json")).await;
     assert_eq!(env.metrics.last("QueuedJobs", pool.as_str()), Some(1.0));
+    assert!(env.metrics.last("OldestQueuedAgeSeconds", pool.as_str()).is_some());
 }
 
 #[tokio::test]
