@@ -3,8 +3,9 @@
 //! cap. Read with the operator's own AWS credentials (the default chain); nothing is written.
 //!
 //! IAM for the operator: `dynamodb:Query` on the ledger's `queued-by-pool` index,
-//! `dynamodb:BatchGetItem` on the table, `ec2:DescribeInstances`, and `ssm:GetParameter` on the
-//! configuration parameter when `--config-parameter` is used.
+//! `dynamodb:BatchGetItem` on the table, `kms:Decrypt` on the stack's key (the table is
+//! encrypted with it), `ec2:DescribeInstances`, and `ssm:GetParameter` on the configuration
+//! parameter when `--config-parameter` is used (infra/README.md has the policy).
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -27,7 +28,8 @@ pub struct StatusArgs {
     /// The pool configuration file (YAML or JSON).
     #[arg(long, conflicts_with = "config_parameter")]
     pub config: Option<PathBuf>,
-    /// The SSM parameter holding the pool configuration (the stack's `ConfigParameter`).
+    /// The SSM parameter holding the pool configuration (the stack's `PoolConfigParameterName`
+    /// output).
     #[arg(long)]
     pub config_parameter: Option<String>,
     /// The job ledger's DynamoDB table (default: $HANGAR_LEDGER_TABLE).

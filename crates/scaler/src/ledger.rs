@@ -1,5 +1,5 @@
 //! The job ledger's part of a batch and of reconcile: every job event of a pool's batch is
-//! recorded (in queue order, before the batch plans), and reconcile publishes each pool's
+//! recorded (each job's in queue order), and reconcile publishes each pool's
 //! demand gauges from it and asks GitHub about queued jobs old enough that a lost `completed`
 //! or `in_progress` webhook may be why they still look queued.
 //!
@@ -28,8 +28,8 @@ pub struct Recorded {
     /// The entries this batch changed, in order.
     pub changed: Vec<LedgerJob>,
     /// The index of the first message that could not be recorded: it and every message after
-    /// it in the pool's group must be reported failed (Lambda's FIFO rule), and none of them
-    /// acted on now.
+    /// it in the pool's group must be reported failed (Lambda's FIFO rule), so that SQS
+    /// redelivers them in order.
     pub failed_from: Option<usize>,
     pub error: Option<PortError>,
 }

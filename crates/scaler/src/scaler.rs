@@ -154,9 +154,10 @@ pub struct ScalerParts {
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub options: ScalerOptions,
-    /// The job ledger. Every job event of a batch is recorded here before the batch plans, and
-    /// the pool's demand gauges (`QueuedJobs`, `OldestQueuedAgeSeconds`) come from it; reconcile
-    /// asks GitHub about old queued entries. `None` runs without one (no gauges).
+    /// The job ledger. Every job event of a batch is recorded here (after the batch's plan is
+    /// carried out, while the planner still reads EC2's tags); reconcile publishes the pools'
+    /// demand gauges (`QueuedJobs`, `OldestQueuedAgeSeconds`) from it and asks GitHub about old
+    /// queued entries. `None` runs without one (no gauges).
     pub ledger: Option<Arc<dyn JobLedger>>,
 }
 
@@ -339,43 +340,40 @@ impl Scaler {
         resp
     }
 
-    /// Records the pool's job events in the ledger (while the pool is described: the two are
-    /// independent), then plans and carries the plan out. A message the ledger could not record
-    /// fails, and so does every message after it in the pool's group (Lambda's FIFO rule: SQS
-    /// redelivers them in order); they are not acted on now. The demand gauges come from
-    /// reconcile, off the pool's hot path. Returns the failed message ids.
-    async fn handle_pool_batch(&self, pool: &PoolConfig, mut items: Vec<Item>) -> Vec<String> {
+    /// Plans the batch and carries the plan out, then records the pool's job events in the
+    /// ledger. The current planner reads EC2's tags, not the ledger, so the writes come after
+    /// the launch, off a queued job's wait; the next batch of the pool's group waits for them.
+    /// A message the ledger could not record fails, and so does every message after it in the
+    /// pool's group (Lambda's FIFO rule: SQS redelivers them in order, and a redelivery is
+    /// harmless to the plan and records what is missing). The demand gauges come from
+    /// reconcile. Returns the failed message ids.
+    async fn handle_pool_batch(&self, pool: &PoolConfig, items: Vec<Item>) -> Vec<String> {
         let started = std::time::Instant::now();
+        let described = self.p.fleet.describe_pool(&pool.name).await;
         let Some(ledger) = self.p.ledger.as_deref() else {
-            let described = self.p.fleet.describe_pool(&pool.name).await;
             return self.plan_pool_batch(pool, items, described, started).await;
         };
         let now = self.p.clock.now();
-        let queued_messages: Vec<(usize, &QueueMessage)> = items
+        let queued_messages: Vec<(String, QueueMessage)> = items
             .iter()
-            .enumerate()
-            .filter_map(|(i, it)| match &it.inbound {
-                Inbound::Queue(m) => Some((i, m)),
+            .filter_map(|it| match &it.inbound {
+                Inbound::Queue(m) => Some((it.message_id.clone(), m.clone())),
                 _ => None,
             })
             .collect();
-        let messages: Vec<&QueueMessage> = queued_messages.iter().map(|(_, m)| *m).collect();
-        let (recorded, described) = futures::join!(
-            crate::ledger::record_batch(ledger, &messages, now),
-            self.p.fleet.describe_pool(&pool.name)
-        );
-        let cut = recorded.failed_from.map(|k| queued_messages[k].0);
-        let mut failed = Vec::new();
-        if let Some(cut) = cut {
-            failed.extend(items.drain(cut..).map(|i| i.message_id));
+        let ids: Vec<String> = items.iter().map(|i| i.message_id.clone()).collect();
+        let mut failed: BTreeSet<String> =
+            self.plan_pool_batch(pool, items, described, started).await.into_iter().collect();
+        let messages: Vec<&QueueMessage> = queued_messages.iter().map(|(_, m)| m).collect();
+        let recorded = crate::ledger::record_batch(ledger, &messages, now).await;
+        if let Some(k) = recorded.failed_from {
+            let first = &queued_messages[k].0;
+            let cut = ids.iter().position(|id| id == first).expect("the message is in the batch");
+            failed.extend(ids[cut..].iter().cloned());
         }
-        if !items.is_empty() {
-            failed.extend(self.plan_pool_batch(pool, items, described, started).await);
-        }
-        failed
+        failed.into_iter().collect()
     }
 
-    /// The batch's plan, carried out. Returns the ids of the messages that failed.
     /// `started`: when the batch began (its steps' wall time is logged: a pool's FIFO group
     /// waits for the whole batch, so this is most of a queued job's wait before its instance
     /// boots).

@@ -147,6 +147,8 @@ impl Outcome {
             "leftover_instances": self.leftover_instances,
             "leftover_parameters": self.leftover_parameters,
             "leftover_runners": self.leftover_runners,
+            "ledger_queued_left": self.ledger_queued_left,
+            "messages_left": self.messages_left,
             "max_runners_exceeded": self.max_runners_exceeded,
             "time_compression": self.time_compression,
             "time_compression_note": self.time_compression_note,
