@@ -6,6 +6,7 @@
 //! IAM: the DynamoDB actions of [`hangar_aws::dynamo::DynamoLedger`]; `GET` job needs the
 //! GitHub App's "Actions: read" permission.
 
+use crate::metrics::Metrics;
 use chrono::{DateTime, Duration, Utc};
 use futures::stream::{self, StreamExt};
 use hangar_core::config::PoolConfig;
@@ -95,6 +96,43 @@ pub async fn record_batch(
         }
     }
     out
+}
+
+/// Reconcile's ledger part: old queued jobs checked against GitHub, then every pool's demand
+/// gauges. Returns the errors.
+pub async fn reconcile(
+    ledger: &dyn JobLedger,
+    github: &dyn RunnerRegistry,
+    metrics: &Metrics,
+    pools: &[PoolConfig],
+    now: DateTime<Utc>,
+) -> Vec<PortError> {
+    let mut errors = Vec::new();
+    let mut all_queued = Vec::new();
+    for pool in pools {
+        match ledger.queued(&pool.name).await {
+            Ok(q) => all_queued.extend(q),
+            Err(e) => errors.push(e),
+        }
+    }
+    let (moved, check_errors) = check_stale(ledger, github, &all_queued, now).await;
+    errors.extend(check_errors);
+    for pool in pools {
+        // Read again only if the checks moved an entry on.
+        let queued: Vec<LedgerJob> = if moved == 0 {
+            all_queued.iter().filter(|j| j.pool == pool.name).cloned().collect()
+        } else {
+            match ledger.queued(&pool.name).await {
+                Ok(q) => q,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            }
+        };
+        metrics.emit(&gauges(pool, now, &queued), now);
+    }
+    errors
 }
 
 /// `QueuedJobs` and `OldestQueuedAgeSeconds` for the pool.

@@ -154,8 +154,8 @@ pub struct ScalerParts {
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub options: ScalerOptions,
-    /// The job ledger. Every job event of a batch is recorded here (after the batch's plan is
-    /// carried out, while the planner still reads EC2's tags); reconcile publishes the pools'
+    /// The job ledger. Every job event of a batch is recorded here (beside the batch's plan,
+    /// while the planner still reads EC2's tags); reconcile publishes the pools'
     /// demand gauges (`QueuedJobs`, `OldestQueuedAgeSeconds`) from it and asks GitHub about old
     /// queued entries. `None` runs without one (no gauges).
     pub ledger: Option<Arc<dyn JobLedger>>,
@@ -340,13 +340,13 @@ impl Scaler {
         resp
     }
 
-    /// Plans the batch and carries the plan out, then records the pool's job events in the
-    /// ledger. The current planner reads EC2's tags, not the ledger, so the writes come after
-    /// the launch, off a queued job's wait; the next batch of the pool's group waits for them.
-    /// A message the ledger could not record fails, and so does every message after it in the
-    /// pool's group (Lambda's FIFO rule: SQS redelivers them in order, and a redelivery is
-    /// harmless to the plan and records what is missing). The demand gauges come from
-    /// reconcile. Returns the failed message ids.
+    /// Plans the batch and carries the plan out while the pool's job events are recorded in the
+    /// ledger. The current planner reads EC2's tags, not the ledger, so the writes need not come
+    /// first, and running them beside the plan keeps them off a queued job's wait and mostly off
+    /// the batch's length (the pool's next batch waits for this one). A message the ledger could
+    /// not record fails, and so does every message after it in the pool's group (Lambda's FIFO
+    /// rule: SQS redelivers them in order, and a redelivery is harmless to the plan and records
+    /// what is missing). The demand gauges come from reconcile. Returns the failed message ids.
     async fn handle_pool_batch(&self, pool: &PoolConfig, items: Vec<Item>) -> Vec<String> {
         let started = std::time::Instant::now();
         let described = self.p.fleet.describe_pool(&pool.name).await;
@@ -362,10 +362,12 @@ impl Scaler {
             })
             .collect();
         let ids: Vec<String> = items.iter().map(|i| i.message_id.clone()).collect();
-        let mut failed: BTreeSet<String> =
-            self.plan_pool_batch(pool, items, described, started).await.into_iter().collect();
         let messages: Vec<&QueueMessage> = queued_messages.iter().map(|(_, m)| m).collect();
-        let recorded = crate::ledger::record_batch(ledger, &messages, now).await;
+        let (plan_failed, recorded) = futures::join!(
+            self.plan_pool_batch(pool, items, described, started),
+            crate::ledger::record_batch(ledger, &messages, now)
+        );
+        let mut failed: BTreeSet<String> = plan_failed.into_iter().collect();
         if let Some(k) = recorded.failed_from {
             let first = &queued_messages[k].0;
             let cut = ids.iter().position(|id| id == first).expect("the message is in the batch");
@@ -978,7 +980,10 @@ impl Scaler {
             }
         };
         if let Some(ledger) = self.p.ledger.as_deref() {
-            errors.extend(self.reconcile_ledger(ledger, now).await);
+            let pools = &self.p.config.pools;
+            errors.extend(
+                crate::ledger::reconcile(ledger, self.p.github.as_ref(), &self.p.metrics, pools, now).await,
+            );
         }
         let mut summary = serde_json::Map::new();
         for (pool, instances) in described {
@@ -1029,41 +1034,6 @@ impl Scaler {
             retryable,
             message: format!("{} action(s) failed; first: {first}", errors.len()),
         })
-    }
-
-    /// Reconcile's ledger part: old queued jobs checked against GitHub, then every pool's demand
-    /// gauges. Returns the errors.
-    async fn reconcile_ledger(
-        &self,
-        ledger: &dyn JobLedger,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Vec<PortError> {
-        let mut errors = Vec::new();
-        let mut all_queued = Vec::new();
-        for pool in &self.p.config.pools {
-            match ledger.queued(&pool.name).await {
-                Ok(q) => all_queued.extend(q),
-                Err(e) => errors.push(e),
-            }
-        }
-        let (moved, check_errors) =
-            crate::ledger::check_stale(ledger, self.p.github.as_ref(), &all_queued, now).await;
-        errors.extend(check_errors);
-        for pool in &self.p.config.pools {
-            let queued: Vec<_> = if moved == 0 {
-                all_queued.iter().filter(|j| j.pool == pool.name).cloned().collect()
-            } else {
-                match ledger.queued(&pool.name).await {
-                    Ok(q) => q,
-                    Err(e) => {
-                        errors.push(e);
-                        continue;
-                    }
-                }
-            };
-            self.p.metrics.emit(&crate::ledger::gauges(pool, now, &queued), now);
-        }
-        errors
     }
 
     /// A spot interruption warning: tag the instance so that, if its job then fails, the job is
