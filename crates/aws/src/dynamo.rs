@@ -119,84 +119,13 @@ impl DynamoLedger {
         event: &JobEvent,
         now: DateTime<Utc>,
     ) -> Result<Result<Option<LedgerJob>, JobStatus>, PortError> {
-        let mut set = vec![
-            "#status = :to",
-            "#pool = if_not_exists(#pool, :pool)",
-            "#run_id = if_not_exists(#run_id, :run_id)",
-            "#repository = if_not_exists(#repository, :repository)",
-            "#labels = if_not_exists(#labels, :no_labels)",
-            "#created_at = if_not_exists(#created_at, :at)",
-            "#created_ms = if_not_exists(#created_ms, :at_ms)",
-            "#expires_at = :expires_at",
-        ];
-        let mut remove = vec!["#queued_pool"];
-        let mut names: HashMap<String, String> = [
-            attr::PK,
-            attr::STATUS,
-            attr::POOL,
-            attr::RUN_ID,
-            attr::REPOSITORY,
-            attr::LABELS,
-            attr::CREATED_AT,
-            attr::CREATED_MS,
-            attr::EXPIRES_AT,
-            attr::QUEUED_POOL,
-        ]
-        .iter()
-        .map(|a| (format!("#{a}"), (*a).to_owned()))
-        .collect();
-        let mut values: HashMap<String, AttributeValue> = HashMap::new();
-        let expires = expires_at(now);
-        values.insert(":pool".into(), s(event.pool.as_str()));
-        values.insert(":run_id".into(), n(event.run_id.0));
-        values.insert(":repository".into(), s(event.repository.as_str()));
-        values.insert(":no_labels".into(), AttributeValue::L(Vec::new()));
-        values.insert(":expires_at".into(), AttributeValue::N(expires.timestamp().to_string()));
-        if let Some(inst) = event.installation_id {
-            set.push("#installation_id = if_not_exists(#installation_id, :installation_id)");
-            names.insert("#installation_id".into(), attr::INSTALLATION_ID.into());
-            values.insert(":installation_id".into(), n(inst.0));
-        }
-        let (at, runner, condition) = match &event.change {
-            JobChange::Queued { .. } => unreachable!("queued events are puts"),
-            JobChange::Started { runner_name, started_at } => {
-                let at = started_at.unwrap_or(now);
-                set.push("#started_at = :at");
-                names.insert("#started_at".into(), attr::STARTED_AT.into());
-                values.insert(":from".into(), s(JobStatus::Queued.as_str()));
-                (at, runner_name, "attribute_not_exists(#pk) OR #status = :from")
-            }
-            JobChange::Completed { runner_name, conclusion, completed_at } => {
-                let at = completed_at.unwrap_or(now);
-                set.push("#completed_at = :at");
-                names.insert("#completed_at".into(), attr::COMPLETED_AT.into());
-                names.insert("#conclusion".into(), attr::CONCLUSION.into());
-                match conclusion {
-                    Some(c) => {
-                        set.push("#conclusion = :conclusion");
-                        values.insert(":conclusion".into(), s(c));
-                    }
-                    None => remove.push("#conclusion"),
-                }
-                values.insert(":from".into(), s(JobStatus::Done.as_str()));
-                (at, runner_name, "attribute_not_exists(#pk) OR #status <> :from")
-            }
-        };
-        if let Some(r) = runner {
-            set.push("#runner_name = :runner_name");
-            names.insert("#runner_name".into(), attr::RUNNER_NAME.into());
-            values.insert(":runner_name".into(), s(r.as_str()));
-        }
-        values.insert(":to".into(), s(event.change.status().as_str()));
-        values.insert(":at".into(), s(&fmt_time(at)));
-        values.insert(":at_ms".into(), AttributeValue::N(at.timestamp_millis().to_string()));
-        let expr = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
+        let Update { expression, condition, names, values } = update_for(event, now);
         let res = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(attr::PK, s(&event.key.to_string()))
-            .update_expression(expr)
+            .update_expression(expression)
             .condition_expression(condition)
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
@@ -404,6 +333,91 @@ impl JobLedger for DynamoLedger {
             })?;
         out.item.map(|i| from_item(&i)).transpose().map_err(Into::into)
     }
+}
+
+/// An `UpdateItem` for a `started` or `completed` event: [`transition`]'s rules as DynamoDB
+/// expressions.
+struct Update {
+    expression: String,
+    condition: &'static str,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+fn update_for(event: &JobEvent, now: DateTime<Utc>) -> Update {
+    let mut set = vec![
+        "#status = :to",
+        "#pool = if_not_exists(#pool, :pool)",
+        "#run_id = if_not_exists(#run_id, :run_id)",
+        "#repository = if_not_exists(#repository, :repository)",
+        "#labels = if_not_exists(#labels, :no_labels)",
+        "#created_at = if_not_exists(#created_at, :at)",
+        "#created_ms = if_not_exists(#created_ms, :at_ms)",
+        "#expires_at = :expires_at",
+    ];
+    let mut remove = vec!["#queued_pool"];
+    let mut names: HashMap<String, String> = [
+        attr::PK,
+        attr::STATUS,
+        attr::POOL,
+        attr::RUN_ID,
+        attr::REPOSITORY,
+        attr::LABELS,
+        attr::CREATED_AT,
+        attr::CREATED_MS,
+        attr::EXPIRES_AT,
+        attr::QUEUED_POOL,
+    ]
+    .iter()
+    .map(|a| (format!("#{a}"), (*a).to_owned()))
+    .collect();
+    let mut values: HashMap<String, AttributeValue> = HashMap::new();
+    let expires = expires_at(now);
+    values.insert(":pool".into(), s(event.pool.as_str()));
+    values.insert(":run_id".into(), n(event.run_id.0));
+    values.insert(":repository".into(), s(event.repository.as_str()));
+    values.insert(":no_labels".into(), AttributeValue::L(Vec::new()));
+    values.insert(":expires_at".into(), AttributeValue::N(expires.timestamp().to_string()));
+    if let Some(inst) = event.installation_id {
+        set.push("#installation_id = if_not_exists(#installation_id, :installation_id)");
+        names.insert("#installation_id".into(), attr::INSTALLATION_ID.into());
+        values.insert(":installation_id".into(), n(inst.0));
+    }
+    let (at, runner, condition) = match &event.change {
+        JobChange::Queued { .. } => unreachable!("queued events are puts"),
+        JobChange::Started { runner_name, started_at } => {
+            let at = started_at.unwrap_or(now);
+            set.push("#started_at = :at");
+            names.insert("#started_at".into(), attr::STARTED_AT.into());
+            values.insert(":from".into(), s(JobStatus::Queued.as_str()));
+            (at, runner_name, "attribute_not_exists(#pk) OR #status = :from")
+        }
+        JobChange::Completed { runner_name, conclusion, completed_at } => {
+            let at = completed_at.unwrap_or(now);
+            set.push("#completed_at = :at");
+            names.insert("#completed_at".into(), attr::COMPLETED_AT.into());
+            names.insert("#conclusion".into(), attr::CONCLUSION.into());
+            match conclusion {
+                Some(c) => {
+                    set.push("#conclusion = :conclusion");
+                    values.insert(":conclusion".into(), s(c));
+                }
+                None => remove.push("#conclusion"),
+            }
+            values.insert(":from".into(), s(JobStatus::Done.as_str()));
+            (at, runner_name, "attribute_not_exists(#pk) OR #status <> :from")
+        }
+    };
+    if let Some(r) = runner {
+        set.push("#runner_name = :runner_name");
+        names.insert("#runner_name".into(), attr::RUNNER_NAME.into());
+        values.insert(":runner_name".into(), s(r.as_str()));
+    }
+    values.insert(":to".into(), s(event.change.status().as_str()));
+    values.insert(":at".into(), s(&fmt_time(at)));
+    values.insert(":at_ms".into(), AttributeValue::N(at.timestamp_millis().to_string()));
+    let expression = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
+    Update { expression, condition, names, values }
 }
 
 fn s(v: &str) -> AttributeValue {
