@@ -65,10 +65,13 @@ fn a_scaler_killed_mid_batch_is_redelivered() {
 
 #[test]
 fn duplicate_webhook_deliveries() {
-    // Each duplicate comes 3 s (real) after its original, once the original's queue message
+    // Each duplicate comes 6 s (real) after its original, once the original's queue message
     // is consumed: SQS's deduplication no longer stops it, as for a GitHub redelivery more than
-    // 5 minutes later, and the scaler must refuse it itself.
-    let r = faulted("duplicates", "  - { at: 0, duplicate_webhooks: { until: 150, after: 30 } }\n", "spot");
+    // 5 minutes later, and the scaler must refuse it itself. 3 s was too short on a loaded CI
+    // machine: with five demos running at once, a pool's FIFO group held messages longer, and
+    // 22 of 35 duplicates were deduplicated before the scaler saw them (61 messages handled for
+    // 83 deliveries).
+    let r = faulted("duplicates", "  - { at: 0, duplicate_webhooks: { until: 150, after: 60 } }\n", "spot");
     r.assert_clean();
     let dups = r.detail("duplicate_deliveries");
     // Deliveries up to trace second 150 are sent twice: every `queued` one (the last job is
