@@ -33,6 +33,9 @@ pub struct Recorded {
     /// redelivers them in order.
     pub failed_from: Option<usize>,
     pub error: Option<PortError>,
+    /// The `queued` messages (by index) of jobs the ledger holds as started or done: copies and
+    /// redeliveries of jobs that no longer wait, which need no runner.
+    pub no_longer_waiting: Vec<usize>,
 }
 
 /// Job events recorded at once: a batch holds at most ten messages, and each job's own events
@@ -82,6 +85,9 @@ pub async fn record_batch(
             }
             Ok(Applied::Unchanged { existing }) => {
                 tracing::debug!(job = %event_key, existing = existing.as_str(), "ledger entry unchanged (duplicate or stale event)");
+                if matches!(messages[i], QueueMessage::ScaleUp(_)) && existing != JobStatus::Queued {
+                    out.no_longer_waiting.push(i);
+                }
             }
             Err(e) if !e.retryable => {
                 tracing::warn!(job = %event_key, error = %e, "job event refused by the ledger");

@@ -154,8 +154,8 @@ pub struct ScalerParts {
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     pub options: ScalerOptions,
-    /// The job ledger. Every job event of a batch is recorded here (beside the batch's plan,
-    /// while the planner still reads EC2's tags); reconcile publishes the pools'
+    /// The job ledger. Every job event of a batch is recorded here before the batch plans, and
+    /// `queued` messages of jobs it holds as started or done are left out of the plan; reconcile publishes the pools'
     /// demand gauges (`QueuedJobs`, `OldestQueuedAgeSeconds`) from it and asks GitHub about old
     /// queued entries. `None` runs without one (no gauges).
     pub ledger: Option<Arc<dyn JobLedger>>,
@@ -340,40 +340,53 @@ impl Scaler {
         resp
     }
 
-    /// Plans the batch and carries the plan out while the pool's job events are recorded in the
-    /// ledger. The current planner reads EC2's tags, not the ledger, so the writes need not come
-    /// first, and running them beside the plan keeps them off a queued job's wait and mostly off
-    /// the batch's length (the pool's next batch waits for this one). A message the ledger could
-    /// not record fails, and so does every message after it in the pool's group (Lambda's FIFO
-    /// rule: SQS redelivers them in order, and a redelivery is harmless to the plan and records
-    /// what is missing). The demand gauges come from reconcile. Returns the failed message ids.
-    async fn handle_pool_batch(&self, pool: &PoolConfig, items: Vec<Item>) -> Vec<String> {
+    /// Records the pool's job events in the ledger (beside the describe: the two are
+    /// independent), then plans and carries the plan out. A `queued` message of a job the
+    /// ledger holds as started or done (a requeued copy or a late redelivery of a job that no
+    /// longer waits) is acknowledged and left out of the plan: it needs no runner, and the
+    /// current planner, which reads only tags, would launch for it once its runner is gone. A
+    /// message the ledger could not record fails, and so does every message after it in the
+    /// pool's group (Lambda's FIFO rule: SQS redelivers them in order); none of them is acted
+    /// on now. The demand gauges come from reconcile. Returns the failed message ids.
+    async fn handle_pool_batch(&self, pool: &PoolConfig, mut items: Vec<Item>) -> Vec<String> {
         let started = std::time::Instant::now();
-        let described = self.p.fleet.describe_pool(&pool.name).await;
         let Some(ledger) = self.p.ledger.as_deref() else {
+            let described = self.p.fleet.describe_pool(&pool.name).await;
             return self.plan_pool_batch(pool, items, described, started).await;
         };
         let now = self.p.clock.now();
-        let queued_messages: Vec<(String, QueueMessage)> = items
+        let queued_messages: Vec<(usize, QueueMessage)> = items
             .iter()
-            .filter_map(|it| match &it.inbound {
-                Inbound::Queue(m) => Some((it.message_id.clone(), m.clone())),
+            .enumerate()
+            .filter_map(|(i, it)| match &it.inbound {
+                Inbound::Queue(m) => Some((i, m.clone())),
                 _ => None,
             })
             .collect();
-        let ids: Vec<String> = items.iter().map(|i| i.message_id.clone()).collect();
         let messages: Vec<&QueueMessage> = queued_messages.iter().map(|(_, m)| m).collect();
-        let (plan_failed, recorded) = futures::join!(
-            self.plan_pool_batch(pool, items, described, started),
-            crate::ledger::record_batch(ledger, &messages, now)
+        let (recorded, described) = futures::join!(
+            crate::ledger::record_batch(ledger, &messages, now),
+            self.p.fleet.describe_pool(&pool.name)
         );
-        let mut failed: BTreeSet<String> = plan_failed.into_iter().collect();
+        let mut failed = Vec::new();
         if let Some(k) = recorded.failed_from {
-            let first = &queued_messages[k].0;
-            let cut = ids.iter().position(|id| id == first).expect("the message is in the batch");
-            failed.extend(ids[cut..].iter().cloned());
+            failed.extend(items.drain(queued_messages[k].0..).map(|i| i.message_id));
         }
-        failed.into_iter().collect()
+        let moot: BTreeSet<usize> =
+            recorded.no_longer_waiting.iter().map(|&k| queued_messages[k].0).collect();
+        if !moot.is_empty() {
+            tracing::info!(pool = %pool.name, messages = moot.len(), "queued messages of jobs that no longer wait acknowledged");
+            let mut i = 0;
+            items.retain(|_| {
+                let keep = !moot.contains(&i);
+                i += 1;
+                keep
+            });
+        }
+        if !items.is_empty() {
+            failed.extend(self.plan_pool_batch(pool, items, described, started).await);
+        }
+        failed
     }
 
     /// `started`: when the batch began (its steps' wall time is logged: a pool's FIFO group

@@ -152,3 +152,22 @@ async fn reconcile_asks_github_about_old_queued_jobs_and_records_what_happened()
     assert_eq!(env.sim.count("get-job") - gets, 3, "one GET per old queued job, none for the young one");
     assert_eq!(env.metrics.last("QueuedJobs", pool.as_str()), Some(2.0));
 }
+
+#[tokio::test]
+async fn a_queued_message_of_a_job_that_already_started_launches_nothing_and_is_acknowledged() {
+    let env = Env::start(Options::default()).await;
+    let pool = env.pool_name();
+    // Job 5 started on a runner that is gone now (its `in_progress` was handled); then a copy of
+    // its `queued` arrives, as a requeued copy or a late redelivery would.
+    let runner = runner_name(&pool, "i-0123456789abcdef0");
+    let resp = env.handle(sqs_event(&[("s5", started(&pool, 5, &runner), 1)])).await;
+    assert!(failures(&resp).is_empty(), "{resp}");
+    let before = env.proxy.count("CreateFleet");
+    let resp = env.handle(sqs_event(&[("q5", scale_up(&pool, 5), 1), ("q6", scale_up(&pool, 6), 1)])).await;
+    assert!(failures(&resp).is_empty(), "both acknowledged: {resp}");
+    // One launch, for job 6 only.
+    assert_eq!(env.proxy.count("CreateFleet"), before + 1);
+    assert_eq!(env.live().await.len(), 1);
+    let ledger = env.ledger().await;
+    assert_eq!(ledger.get(key(5)).await.unwrap().unwrap().status, JobStatus::Started);
+}
