@@ -87,8 +87,9 @@ pub struct Outcome {
     pub leftover_instances: u64,
     pub leftover_parameters: u64,
     pub leftover_runners: u64,
-    /// Jobs the job ledger still holds as queued after teardown (every job ran, so 0).
-    pub ledger_queued_left: u64,
+    /// Jobs the job ledger still holds as queued after teardown (every job ran, so 0); `None`
+    /// when the demo ran without a ledger (`--ledger`).
+    pub ledger_queued_left: Option<u64>,
     /// Messages still in the scale queue after teardown.
     pub messages_left: u64,
     pub max_runners_exceeded: bool,
@@ -222,7 +223,11 @@ impl Outcome {
         row(
             &mut s,
             "left queued: ledger jobs / messages",
-            format!("{} / {}", self.ledger_queued_left, self.messages_left),
+            format!(
+                "{} / {}",
+                self.ledger_queued_left.map_or_else(|| "no ledger".to_owned(), |n| n.to_string()),
+                self.messages_left
+            ),
         );
         row(&mut s, "max_runners exceeded", format!("{}", self.max_runners_exceeded));
         row(&mut s, "time compression", self.time_compression_note.clone());
