@@ -48,13 +48,11 @@ pub mod metric_names {
     /// Gauge: how long the pool's oldest queued job has waited, in seconds. An alarm on this is
     /// the real "pool exhausted" signal: jobs wait, whatever the reason.
     pub const OLDEST_QUEUED_AGE_SECONDS: &str = "OldestQueuedAgeSeconds";
-    /// Gauge: queued jobs that neither a free runner nor this plan's launch covers, because the
-    /// pool is at `max_runners`. 0 when the pool has room.
-    pub const POOL_AT_MAX: &str = "PoolAtMax";
-    pub const IDLE_TERMINATED: &str = "IdleTerminated";
-    pub const RUNNERS_DEREGISTERED: &str = "RunnersDeregistered";
-    pub const JIT_PARAMETERS_DELETED: &str = "JitParametersDeleted";
-    pub const SPOT_RERUNS: &str = "SpotReruns";
+    /// The names both planners emit (`PoolAtMax` is a gauge here: queued jobs that neither a
+    /// free runner nor this plan's launch covers, 0 when the pool has room).
+    pub use crate::planner::metric_names::{
+        IDLE_TERMINATED, JIT_PARAMETERS_DELETED, POOL_AT_MAX, RUNNERS_DEREGISTERED, SPOT_RERUNS,
+    };
 }
 
 /// Which invocation is planning: a batch of the pool's events, or reconcile (which also sees

@@ -12,7 +12,6 @@ use futures::stream::{self, StreamExt};
 use hangar_core::config::PoolConfig;
 use hangar_core::ledger::{Applied, JobChange, JobEvent, JobKey, JobLedger, JobStatus, LedgerJob};
 use hangar_core::message::QueueMessage;
-use hangar_core::metrics::MetricRecord;
 use hangar_core::plan::ledger_gauges;
 use hangar_core::ports::{PortError, RunnerRegistry};
 use std::collections::BTreeMap;
@@ -32,7 +31,6 @@ pub struct Recorded {
     /// it in the pool's group must be reported failed (Lambda's FIFO rule), so that SQS
     /// redelivers them in order.
     pub failed_from: Option<usize>,
-    pub error: Option<PortError>,
     /// The `queued` messages (by index) of jobs the ledger holds as started or done: copies and
     /// redeliveries of jobs that no longer wait, which need no runner.
     pub no_longer_waiting: Vec<usize>,
@@ -41,6 +39,9 @@ pub struct Recorded {
 /// Job events recorded at once: a batch holds at most ten messages, and each job's own events
 /// stay in order (see [`record_batch`]).
 const RECORD_CONCURRENCY: usize = 10;
+
+/// One message's outcome: its index in the batch, its job, what the ledger said.
+type Outcome = (usize, JobKey, Result<Applied, PortError>);
 
 /// Records `messages` (one pool's, in queue order). Different jobs' events are written at once,
 /// each job's in order. A write that fails with a retryable error stops that job's events
@@ -57,13 +58,13 @@ pub async fn record_batch(
         let e = JobEvent::from_message(m);
         by_job.entry(e.key).or_default().push((i, e));
     }
-    let per_job: Vec<Vec<(usize, Result<Applied, PortError>)>> = stream::iter(by_job.into_values())
+    let per_job: Vec<Vec<Outcome>> = stream::iter(by_job.into_values())
         .map(|events| async move {
             let mut out = Vec::with_capacity(events.len());
             for (i, e) in events {
                 let r = ledger.apply(&e, now).await;
                 let stop = matches!(&r, Err(err) if err.retryable);
-                out.push((i, r));
+                out.push((i, e.key, r));
                 if stop {
                     break;
                 }
@@ -73,11 +74,10 @@ pub async fn record_batch(
         .buffer_unordered(RECORD_CONCURRENCY)
         .collect()
         .await;
-    let mut results: Vec<(usize, Result<Applied, PortError>)> = per_job.into_iter().flatten().collect();
-    results.sort_by_key(|(i, _)| *i);
+    let mut results: Vec<Outcome> = per_job.into_iter().flatten().collect();
+    results.sort_by_key(|(i, _, _)| *i);
     let mut out = Recorded::default();
-    for (i, r) in results {
-        let event_key = JobEvent::from_message(messages[i]).key;
+    for (i, event_key, r) in results {
         match r {
             Ok(Applied::Recorded { from, job }) => {
                 tracing::debug!(job = %job.key, pool = %job.pool, from = from.map_or("none", JobStatus::as_str), to = job.status.as_str(), "ledger entry recorded");
@@ -94,10 +94,7 @@ pub async fn record_batch(
             }
             Err(e) => {
                 tracing::warn!(job = %event_key, code = e.code.as_deref().unwrap_or(""), error = %e, "ledger write failed; this message and those after it in the pool's group are retried");
-                if out.failed_from.is_none() {
-                    out.failed_from = Some(i);
-                    out.error = Some(e);
-                }
+                out.failed_from.get_or_insert(i);
             }
         }
     }
@@ -136,14 +133,9 @@ pub async fn reconcile(
                 }
             }
         };
-        metrics.emit(&gauges(pool, now, &queued), now);
+        metrics.emit(&ledger_gauges(&pool.name, now, &queued), now);
     }
     errors
-}
-
-/// `QueuedJobs` and `OldestQueuedAgeSeconds` for the pool.
-pub fn gauges(pool: &PoolConfig, now: DateTime<Utc>, queued: &[LedgerJob]) -> Vec<MetricRecord> {
-    ledger_gauges(&pool.name, now, queued)
 }
 
 /// Reconcile's check of old queued jobs: `GET` each from GitHub (oldest first, within the

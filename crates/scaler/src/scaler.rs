@@ -376,12 +376,8 @@ impl Scaler {
             recorded.no_longer_waiting.iter().map(|&k| queued_messages[k].0).collect();
         if !moot.is_empty() {
             tracing::info!(pool = %pool.name, messages = moot.len(), "queued messages of jobs that no longer wait acknowledged");
-            let mut i = 0;
-            items.retain(|_| {
-                let keep = !moot.contains(&i);
-                i += 1;
-                keep
-            });
+            items =
+                items.into_iter().enumerate().filter(|(i, _)| !moot.contains(i)).map(|(_, it)| it).collect();
         }
         if !items.is_empty() {
             failed.extend(self.plan_pool_batch(pool, items, described, started).await);
