@@ -178,7 +178,10 @@ log "instance $INSTANCE_ID; waiting up to ${DEADLINE_SECONDS}s for parameter $PA
 
 errfile=$(mktemp)
 
-start=$SECONDS
+# Microseconds from EPOCHREALTIME, not $SECONDS: $SECONDS counts whole seconds from the shell's
+# start, so a deadline measured with it could pass up to a second early.
+now_us() { echo "${EPOCHREALTIME/./}"; }
+give_up_at=$(($(now_us) + DEADLINE_SECONDS * 1000000))
 delay=0.5
 jit=""
 while :; do
@@ -189,7 +192,7 @@ while :; do
     break
   fi
   code=$(aws_error_code "$(cat "$errfile")")
-  if ((SECONDS - start >= DEADLINE_SECONDS)); then
+  if (($(now_us) >= give_up_at)); then
     log "gave up: no JIT parameter after ${DEADLINE_SECONDS}s (last error: $code)"
     terminated=1
     terminate_self "JIT deadline passed"
