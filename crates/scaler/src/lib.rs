@@ -21,6 +21,7 @@
 //! - **Errors.** A batch reports exactly the failed message ids; other events fail with a
 //!   [`ScalerError`] whose Lambda error type says `Retryable` or `Permanent`.
 
+pub mod counting;
 pub mod error;
 pub mod event;
 pub mod ledger;
@@ -74,4 +75,4 @@ pub mod without_app {
 
 pub use error::ScalerError;
 pub use metrics::Metrics;
-pub use scaler::{Scaler, ScalerOptions, ScalerParts, TopUp};
+pub use scaler::{Scaler, ScalerOptions, ScalerParts, Tick, TopUp};

@@ -61,7 +61,7 @@ async fn main() -> Result<(), Error> {
         lookup: Arc::new(Ec2InstanceLookup::new(ec2_client)),
         clock: Arc::new(SystemClock),
         metrics: Arc::new(Metrics::stdout(settings.namespace.clone())),
-        options: ScalerOptions::default(),
+        options: ScalerOptions { counting: settings.counting, ..ScalerOptions::default() },
         ledger: settings.ledger_table.as_ref().map(|table| -> Arc<dyn JobLedger> {
             Arc::new(DynamoLedger::new(dynamodb::Client::new(&sdk), table.clone()))
         }),

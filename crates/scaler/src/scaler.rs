@@ -77,6 +77,13 @@ enum ScalerMessage {
     WarmPoolTopUp {
         pool: PoolName,
     },
+    /// Plan the pool again (the counting path; see [`crate::counting`]). `reconcile`: with
+    /// GitHub's runners and the stored JIT configs, judging timeouts.
+    Tick {
+        pool: PoolName,
+        #[serde(default)]
+        reconcile: bool,
+    },
     ReplaceDead {
         pool: PoolName,
         job: JobId,
@@ -96,6 +103,7 @@ fn parse_scaler_message(body: &str) -> Option<Inbound> {
     }
     Some(match serde_json::from_str(body).ok()? {
         ScalerMessage::WarmPoolTopUp { pool } => Inbound::TopUp(pool),
+        ScalerMessage::Tick { pool, reconcile } => Inbound::Tick { pool, reconcile },
         ScalerMessage::ReplaceDead { pool, job, instance, displaced, requeues } => {
             // Only ids EC2 could have issued: the id goes into a tag and a dedup id.
             let hex = instance.as_str().strip_prefix("i-")?;
@@ -132,12 +140,20 @@ pub struct ScalerOptions {
     /// After this many requeues a job's message fails instead, and SQS's redrive policy takes
     /// it to the dead-letter queue (whose depth alarms).
     pub max_requeues: u32,
+    /// Plan from the job ledger with the counting planner ([`crate::counting`]); needs
+    /// [`ScalerParts::ledger`]. Off: the earmark planner.
+    pub counting: bool,
 }
 
 impl Default for ScalerOptions {
     fn default() -> Self {
         // 2 s x 450 = 15 minutes of waiting for capacity before the job is given up on.
-        Self { jit_concurrency: 4, requeue_pace: std::time::Duration::from_secs(2), max_requeues: 450 }
+        Self {
+            jit_concurrency: 4,
+            requeue_pace: std::time::Duration::from_secs(2),
+            max_requeues: 450,
+            counting: false,
+        }
     }
 }
 
@@ -162,22 +178,58 @@ pub struct ScalerParts {
 }
 
 pub struct Scaler {
-    p: ScalerParts,
+    pub(crate) p: ScalerParts,
 }
 
 /// One message of a batch, parsed.
 #[derive(Debug, Clone)]
-enum Inbound {
+pub(crate) enum Inbound {
     Queue(QueueMessage),
     TopUp(PoolName),
     Replace(ReplaceDead),
+    Tick { pool: PoolName, reconcile: bool },
 }
 
 #[derive(Debug, Clone)]
-struct Item {
-    message_id: String,
+pub(crate) struct Item {
+    pub(crate) message_id: String,
     receive_count: u32,
-    inbound: Inbound,
+    pub(crate) inbound: Inbound,
+}
+
+/// A message that asks the pool's next batch to plan it again (the counting path). The FIFO
+/// group serialises it with the pool's job events, so no two plans of a pool overlap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tick {
+    pub pool: PoolName,
+    /// Plan in reconcile mode: with GitHub's runners and the stored JIT configs.
+    pub reconcile: bool,
+    /// The FIFO deduplication id: one tick per cause (an instance's state, a reconcile
+    /// minute), so EventBridge's and SQS's retries send it once.
+    pub dedup_id: String,
+}
+
+impl Tick {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&ScalerMessage::Tick { pool: self.pool.clone(), reconcile: self.reconcile })
+            .expect("serialises")
+    }
+
+    pub fn outbound(&self) -> OutboundMessage {
+        OutboundMessage {
+            body: self.to_json(),
+            group_id: self.pool.to_string(),
+            dedup_id: self.dedup_id.clone(),
+        }
+    }
+
+    /// `None` for anything but a tick (and for bodies over the queue message limit).
+    pub fn parse(body: &str) -> Option<(PoolName, bool)> {
+        match parse_scaler_message(body)? {
+            Inbound::Tick { pool, reconcile } => Some((pool, reconcile)),
+            _ => None,
+        }
+    }
 }
 
 fn parse_body(body: &str) -> Result<Inbound, MessageError> {
@@ -287,6 +339,7 @@ impl Scaler {
                 let resp = self.handle_sqs(records).await;
                 Ok(serde_json::to_value(resp).expect("batch response serialises"))
             }
+            ScalerEvent::Schedule if self.p.options.counting => self.reconcile_by_ticks().await,
             ScalerEvent::Schedule => self.reconcile().await,
             ScalerEvent::SpotInterruption { instance } => self.spot_interruption(&instance).await,
             ScalerEvent::StateChange { instance, state } => self.state_change(&instance, &state).await,
@@ -310,7 +363,7 @@ impl Scaler {
             };
             let pool = match &inbound {
                 Inbound::Queue(m) => m.pool().clone(),
-                Inbound::TopUp(p) => p.clone(),
+                Inbound::TopUp(p) | Inbound::Tick { pool: p, .. } => p.clone(),
                 Inbound::Replace(r) => r.pool.clone(),
             };
             if self.p.config.pool(&pool).is_none() {
@@ -327,7 +380,11 @@ impl Scaler {
 
         let work = by_pool.into_iter().map(|(pool, items)| async move {
             let cfg = self.p.config.pool(&pool).expect("checked above");
-            self.handle_pool_batch(cfg, items).await
+            if self.p.options.counting {
+                self.counting_batch(cfg, items).await
+            } else {
+                self.handle_pool_batch(cfg, items).await
+            }
         });
         for f in futures::future::join_all(work).await {
             failed.extend(f);
@@ -541,7 +598,7 @@ impl Scaler {
                             && matches!(m, QueueMessage::ScaleUp(_))
                             && !requeued.contains(&j))
                 }
-                Inbound::TopUp(_) => exec.warm_failed,
+                Inbound::TopUp(_) | Inbound::Tick { .. } => exec.warm_failed,
                 Inbound::Replace(r) => {
                     exec.failed_jobs.contains(&r.claim.job)
                         || (unserved.contains(&r.claim.job)
@@ -924,7 +981,7 @@ impl Scaler {
     /// the pool's `max_spot_reruns`, and a completion is redelivered only if handling it failed.
     /// GitHub refuses to re-run a job whose re-run is already underway (403/409/422); that
     /// answer means the work is done, so a repeated request cannot start a second re-run.
-    async fn rerun(
+    pub(crate) async fn rerun(
         &self,
         pool: &PoolConfig,
         repo: &RepoFullName,
@@ -944,7 +1001,7 @@ impl Scaler {
         }
     }
 
-    fn emit_rate_limit(&self) {
+    pub(crate) fn emit_rate_limit(&self) {
         if let Some(r) = self.p.github.rate_limit_remaining() {
             self.p.metrics.emit(
                 &[MetricRecord::gauge(names::GITHUB_RATE_LIMIT_REMAINING, None, r as f64)],
@@ -1053,6 +1110,10 @@ impl Scaler {
             return Ok(json!({ "instance": id, "managed": false }));
         };
         self.p.fleet.mark_interrupted(id).await?;
+        if self.p.options.counting {
+            // An interrupted runner is no longer free: its pool's plan replaces it.
+            self.send_tick(&inst.pool, format!("spot-{id}")).await?;
+        }
         self.p.metrics.emit(&[count(names::SPOT_INTERRUPTIONS, &inst.pool, 1.0)], self.p.clock.now());
         tracing::info!(instance = %id, pool = %inst.pool, lifecycle = inst.lifecycle.as_str(), job = ?inst.job_id, "spot interruption marked");
         Ok(
@@ -1073,6 +1134,14 @@ impl Scaler {
         let org_scoped = pool.is_some_and(|p| p.runner_scope == RunnerScope::Org);
         let holding = matches!(inst.lifecycle, Lifecycle::Pending | Lifecycle::Idle);
         let (mut deregistered, mut replacement) = (false, false);
+        if self.p.options.counting {
+            // Its capacity is free again (and a job it never ran is still queued in the
+            // ledger): the pool is planned again at once. Sent first, so that a failed cleanup
+            // below (EventBridge retries it) cannot skip it; its deduplication id makes the
+            // retry's copy a no-op.
+            self.send_tick(&inst.pool, format!("gone-{id}")).await?;
+            replacement = true;
+        }
         if org_scoped && inst.lifecycle != Lifecycle::Busy {
             let name = RunnerName::for_instance(&inst.pool, id);
             let runners = self.p.github.list_runners(&self.p.config.organization).await?;
@@ -1084,7 +1153,9 @@ impl Scaler {
             // instance that never booted. The message goes before the cleanup, so that a
             // failure there (and EventBridge's retry) cannot skip it; its deduplication id makes
             // the retry's copy a no-op.
-            if let (true, Some(job), Some(r)) = (holding, inst.job_id, &runner) {
+            if let (false, true, Some(job), Some(r)) =
+                (self.p.options.counting, holding, inst.job_id, &runner)
+            {
                 if !r.busy {
                     let msg = ReplaceDead {
                         pool: inst.pool.clone(),

@@ -19,6 +19,9 @@ pub mod env {
     pub const QUEUE_URL: &str = "HANGAR_QUEUE_URL";
     /// The job ledger's DynamoDB table (the stack's `JobLedgerTable`). Unset: no ledger.
     pub const LEDGER_TABLE: &str = "HANGAR_LEDGER_TABLE";
+    /// `counting`: plan from the job ledger (needs [`LEDGER_TABLE`]); `earmarks` (the
+    /// default, for now): the earmark planner. See [`crate::counting`].
+    pub const PLANNER: &str = "HANGAR_PLANNER";
     /// The launch template of pools whose configuration names none (the stack's own).
     pub const LAUNCH_TEMPLATE_ID: &str = "HANGAR_LAUNCH_TEMPLATE_ID";
     /// `arn:PARTITION:ec2:REGION:ACCOUNT:instance/`: JIT parameters are tagged with the
@@ -44,6 +47,8 @@ pub struct Settings {
     pub namespace: String,
     pub queue_url: String,
     pub ledger_table: Option<String>,
+    /// Plan with the counting planner from the ledger ([`env::PLANNER`] `counting`).
+    pub counting: bool,
     pub instance_arn_prefix: Option<String>,
 }
 
@@ -108,6 +113,23 @@ impl Settings {
         };
         let github_api_url = get(env::GITHUB_API_URL).unwrap_or_else(|| config.github.api_url.clone());
         let queue_url = get(env::QUEUE_URL).ok_or(SettingsError::Missing(env::QUEUE_URL))?;
+        let ledger_table = get(env::LEDGER_TABLE);
+        let counting = match get(env::PLANNER).as_deref() {
+            None | Some("earmarks") => false,
+            Some("counting") if ledger_table.is_some() => true,
+            Some("counting") => {
+                return Err(SettingsError::Invalid {
+                    var: env::PLANNER,
+                    reason: format!("is counting, which needs {}", env::LEDGER_TABLE),
+                })
+            }
+            Some(_) => {
+                return Err(SettingsError::Invalid {
+                    var: env::PLANNER,
+                    reason: "is not counting or earmarks".into(),
+                })
+            }
+        };
         Ok(Settings {
             config,
             app_key,
@@ -115,7 +137,8 @@ impl Settings {
             jit_prefix: get(env::JIT_PARAMETER_PREFIX),
             namespace: get(env::NAMESPACE).unwrap_or_else(|| "Hangar".into()),
             queue_url,
-            ledger_table: get(env::LEDGER_TABLE),
+            ledger_table,
+            counting,
             instance_arn_prefix: get(env::INSTANCE_ARN_PREFIX),
         })
     }

@@ -120,6 +120,8 @@ pub struct Options {
     pub ec2_attempts: u32,
     pub idle_timeout_secs: u64,
     pub boot_timeout_secs: u64,
+    /// The counting planner ([`hangar_scaler::counting`]) in place of the earmark planner.
+    pub counting: bool,
 }
 
 impl Default for Options {
@@ -132,6 +134,7 @@ impl Default for Options {
             ec2_attempts: 3,
             idle_timeout_secs: 600,
             boot_timeout_secs: 300,
+            counting: false,
         }
     }
 }
@@ -159,6 +162,7 @@ struct PartsSource {
     clock: Arc<SimClock>,
     ec2_attempts: u32,
     ledger_table: String,
+    counting: bool,
 }
 
 impl Env {
@@ -222,6 +226,7 @@ impl Env {
             clock: sim.clock(),
             ec2_attempts: opts.ec2_attempts,
             ledger_table,
+            counting: opts.counting,
         };
         let metrics = Arc::new(Metrics::in_memory("HangarTest"));
         let scaler = Arc::new(build(&parts, &config, &queue_url, &prefix, metrics.clone()).await);
@@ -395,6 +400,7 @@ async fn build(
         metrics,
         options: ScalerOptions {
             requeue_pace: std::time::Duration::from_millis(50),
+            counting: src.counting,
             ..ScalerOptions::default()
         },
         ledger: Some(Arc::new(DynamoLedger::new(dynamodb::Client::new(&fast(3)), src.ledger_table.clone()))),

@@ -3,6 +3,7 @@
 
 mod common;
 mod concurrency;
+mod counting;
 mod events;
 mod ledger;
 mod reconcile;
