@@ -18,6 +18,10 @@
 //! - **Idempotent launches.** The CreateFleet token comes from the planner's key (the job ids)
 //!   and the deliveries that asked (see `JobContext::launch_key`); redelivered messages whose
 //!   launch went through find their job ids on instance tags and launch nothing.
+//! - **Two planners, for now.** With `HANGAR_PLANNER=counting` a pool is planned from the job
+//!   ledger by counts (see [`counting`]): no earmarks, no top-ups, jobs at the cap wait in the
+//!   ledger, and every other trigger is a tick in the pool's FIFO group. The earmark planner
+//!   described above is the default until the counting one replaces it.
 //! - **Errors.** A batch reports exactly the failed message ids; other events fail with a
 //!   [`ScalerError`] whose Lambda error type says `Retryable` or `Permanent`.
 

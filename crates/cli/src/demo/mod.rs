@@ -31,6 +31,19 @@ use tokio::sync::watch;
 
 const APP_ID: u64 = 4242;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Planner {
+    Counting,
+    Earmarks,
+}
+
+impl DemoArgs {
+    /// The scaler has the job ledger: always with the counting planner.
+    fn ledger(&self) -> bool {
+        self.ledger || self.planner == Planner::Counting
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// The workload trace (see crates/sim/src/trace.rs and traces/).
@@ -90,10 +103,13 @@ pub struct DemoArgs {
     /// Extra `KEY=VALUE` for both Lambda functions (repeatable).
     #[arg(long = "lambda-env")]
     pub lambda_env: Vec<String>,
-    /// Give the scaler the job ledger (a DynamoDB table, as the stack creates it). Off by
-    /// default until the scaler plans from it: beside the current planner, whose at-cap jobs
-    /// cycle through the queue, the ledger's writes lengthen each batch, and in the 200-job
-    /// burst the queue was not drained by teardown (see README, "The job ledger").
+    /// The scaler's planner: `earmarks` (the default until the e2e suite passes on the other),
+    /// or `counting`, which plans each pool from the job ledger (a DynamoDB table, as the
+    /// stack creates it); see README, "The job ledger".
+    #[arg(long, value_enum, default_value_t = Planner::Earmarks)]
+    pub planner: Planner,
+    /// With `--planner earmarks`: give the scaler the job ledger too (it records the jobs
+    /// beside the earmark planner). The counting planner always has it.
     #[arg(long)]
     pub ledger: bool,
     /// Do not forward EC2 state changes to the scaler.
@@ -346,7 +362,7 @@ async fn run_cloud(
         },
     )
     .await?;
-    if args.ledger {
+    if args.ledger() {
         stack::create_ledger(&ddb).await?;
     }
     say(format!(
@@ -356,8 +372,16 @@ async fn run_cloud(
         stack.launch_templates.keys().collect::<Vec<_>>()
     ));
 
-    // The Lambda runtime API: one `cargo lambda watch` per function.
-    for (name, port) in [("webhook", webhook_port), ("scaler", scaler_port)] {
+    // The Lambda runtime API: one `cargo lambda watch` per function. Its `--timeout` bounds an
+    // invocation, and also how long it holds an idle `/next`: after it, it answers 408 with no
+    // request id, on which lambda_runtime panics and the environment is gone (Lambda holds
+    // `/next` until an event comes). Reconcile keeps the scaler busy every few seconds, but
+    // the webhook may idle for longer (no job changes state while runners boot), so its
+    // watch gets Lambda's longest timeout; the scaler's is the function's timeout, which the
+    // report's timeouts are measured against.
+    for (name, port, timeout) in
+        [("webhook", webhook_port, 900), ("scaler", scaler_port, args.lambda_timeout)]
+    {
         let mut p = Proc::spawn(Spec {
             name: format!("cargo-lambda-watch-{name}"),
             program: &paths.cargo_lambda,
@@ -370,7 +394,7 @@ async fn run_cloud(
                 "-P".into(),
                 port.to_string(),
                 "--timeout".into(),
-                args.lambda_timeout.to_string(),
+                timeout.to_string(),
             ],
             env: BTreeMap::new(),
             cwd: &paths.root,
@@ -408,8 +432,11 @@ async fn run_cloud(
     scaler_env.insert("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), "256".into());
     scaler_env.insert("HANGAR_GITHUB_APP_KEY_PARAMETER".into(), stack::APP_KEY_PARAMETER.into());
     scaler_env.insert("HANGAR_JIT_PARAMETER_PREFIX".into(), stack::JIT_PREFIX.into());
-    if args.ledger {
+    if args.ledger() {
         scaler_env.insert("HANGAR_LEDGER_TABLE".into(), stack::LEDGER_TABLE.into());
+    }
+    if args.planner == Planner::Counting {
+        scaler_env.insert("HANGAR_PLANNER".into(), "counting".into());
     }
     if let Some(id) = stack.launch_templates.values().next() {
         scaler_env.insert("HANGAR_LAUNCH_TEMPLATE_ID".into(), id.clone());
@@ -472,16 +499,23 @@ async fn run_cloud(
     ));
     // The queue's mapping stops before teardown, the schedule and EC2 events with everything.
     let (poll_stop_tx, poll_stop_rx) = watch::channel(false);
+    // The schedule and EC2 events stop once the pools are empty, before the queue's last
+    // messages (their ticks among them) are drained.
+    let (events_stop_tx, events_stop_rx) = watch::channel(false);
     let mut tasks = vec![
         tokio::spawn(Arc::clone(&esm).run(poll_stop_rx)),
         tokio::spawn(esm::schedule(
             Arc::clone(&esm),
             Duration::from_secs_f64(args.reconcile_every.max(0.2)),
-            stop_rx.clone(),
+            events_stop_rx.clone(),
         )),
     ];
     if !args.no_ec2_events {
-        tasks.push(tokio::spawn(esm::ec2_events(Arc::clone(&esm), instances.subscribe(), stop_rx.clone())));
+        tasks.push(tokio::spawn(esm::ec2_events(
+            Arc::clone(&esm),
+            instances.subscribe(),
+            events_stop_rx.clone(),
+        )));
     }
 
     // Sampling: the pools' picture, and the cap, checked on every look at moto.
@@ -727,9 +761,10 @@ async fn run_cloud(
 
     // Teardown: warm pools to zero (a new configuration means new execution environments),
     // then wait for the pools to empty. The queue may still hold a backlog (requeued `queued`
-    // copies of jobs that ran meanwhile), and a batch of it can launch after the pools look
-    // empty; so once they do, the queue's mapping is disabled, as one would in AWS, the
-    // batches in flight finish, and the pools must be empty again.
+    // copies of jobs that ran meanwhile, ticks), and a batch of it can launch after the pools
+    // look empty; so once they do, the schedule and EC2 events stop, the mapping delivers what
+    // the queue holds, then it is disabled, as one would in AWS, the batches in flight
+    // finish, and the pools must be empty again.
     say("draining: warm pools to 0".into());
     stack::put_config(&ssm, &stack::drained(&stack.config)).await?;
     scalers.stop_all().await;
@@ -745,6 +780,21 @@ async fn run_cloud(
                 break;
             }
             polling = false;
+            // Nothing sends any more; the mapping then delivers what the queue holds (a
+            // message it cannot handle goes to the dead-letter queue by its redrive policy).
+            let _ = events_stop_tx.send(true);
+            // Only the counting planner: the earmark planner, without the ledger, would launch
+            // for a requeued copy of a job that has run.
+            let drain_queue = args.planner == Planner::Counting;
+            let queue_deadline =
+                Instant::now() + Duration::from_secs(u64::from(args.visibility_timeout) * 4 + 10);
+            while drain_queue
+                && Instant::now() < queue_deadline
+                && (esm.batches_in_flight() > 0
+                    || stack::queue_depth(&sqs, &stack.queue_url).await.unwrap_or(u64::MAX) > 0)
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             let _ = poll_stop_tx.send(true);
             let flight_deadline = Instant::now() + Duration::from_secs(args.lambda_timeout + 5);
             while esm.batches_in_flight() > 0 && Instant::now() < flight_deadline {
@@ -786,7 +836,7 @@ async fn run_cloud(
     let dlq_depth = stack::queue_depth(&sqs, &stack.dlq_url).await.unwrap_or(0);
     let queue_depth = stack::queue_depth(&sqs, &stack.queue_url).await.unwrap_or(0);
     let ledger_queued_left =
-        if args.ledger { Some(stack::ledger_queued(&ddb, &stack.config).await?) } else { None };
+        if args.ledger() { Some(stack::ledger_queued(&ddb, &stack.config).await?) } else { None };
 
     // The outcome.
     let all = sim.jobs();

@@ -138,6 +138,10 @@ impl Run {
         assert_eq!(self.u("leftover_parameters"), 0, "no JIT parameter left: {r:#}");
         assert_eq!(self.u("leftover_runners"), 0, "no runner left registered: {r:#}");
         assert_eq!(r["max_runners_exceeded"], Value::Bool(false), "{r:#}");
+        // With a ledger (`--planner counting`): no job left waiting in it at teardown.
+        if !r["ledger_queued_left"].is_null() {
+            assert_eq!(r["ledger_queued_left"], Value::from(0), "no job left queued in the ledger: {r:#}");
+        }
         // `details.jobs_with_multiple_instances` is reported but not asserted: it is read from
         // job-id tags sampled every 250 ms, and the planner moves earmarks between instances when
         // GitHub gives a job to another runner, so it over-counts. Duplicate launches are bounded
