@@ -10,7 +10,9 @@ use crate::metrics::Metrics;
 use chrono::{DateTime, Duration, Utc};
 use futures::stream::{self, StreamExt};
 use hangar_core::config::PoolConfig;
-use hangar_core::ledger::{Applied, JobChange, JobEvent, JobKey, JobLedger, JobStatus, LedgerJob};
+use hangar_core::ledger::{
+    transition, Applied, JobChange, JobEvent, JobKey, JobLedger, JobStatus, LedgerJob,
+};
 use hangar_core::message::QueueMessage;
 use hangar_core::plan::ledger_gauges;
 use hangar_core::ports::{PortError, RunnerRegistry};
@@ -40,8 +42,8 @@ pub struct Recorded {
 /// stay in order (see [`record_batch`]).
 const RECORD_CONCURRENCY: usize = 10;
 
-/// One message's outcome: its index in the batch, its job, what the ledger said.
-type Outcome = (usize, JobKey, Result<Applied, PortError>);
+/// One message's outcome: its index in the batch, its event, what the ledger said.
+type Outcome = (usize, JobEvent, Result<Applied, PortError>);
 
 /// Records `messages` (one pool's, in queue order). Different jobs' events are written at once,
 /// each job's in order. A write that fails with a retryable error stops that job's events
@@ -64,7 +66,7 @@ pub async fn record_batch(
             for (i, e) in events {
                 let r = ledger.apply(&e, now).await;
                 let stop = matches!(&r, Err(err) if err.retryable);
-                out.push((i, e.key, r));
+                out.push((i, e, r));
                 if stop {
                     break;
                 }
@@ -77,11 +79,22 @@ pub async fn record_batch(
     let mut results: Vec<Outcome> = per_job.into_iter().flatten().collect();
     results.sort_by_key(|(i, _, _)| *i);
     let mut out = Recorded::default();
-    for (i, event_key, r) in results {
+    for (i, event, r) in results {
+        let event_key = event.key;
         match r {
             Ok(Applied::Recorded { from, job }) => {
                 tracing::debug!(job = %job.key, pool = %job.pool, from = from.map_or("none", JobStatus::as_str), to = job.status.as_str(), "ledger entry recorded");
                 out.changed.push(*job);
+            }
+            // Already where this event takes it: the webhook recorded it as it arrived (or
+            // this is a redelivery). It is still this batch's news to the plan (a start makes a
+            // runner busy, an end spends it, and an index that lags may not show a new queued
+            // job yet), so it counts as this batch's change, as the event says it.
+            Ok(Applied::Unchanged { existing }) if existing == event.change.status() => {
+                tracing::debug!(job = %event_key, existing = existing.as_str(), "ledger entry already recorded");
+                if let Applied::Recorded { job, .. } = transition(None, &event, now) {
+                    out.changed.push(*job);
+                }
             }
             Ok(Applied::Unchanged { existing }) => {
                 tracing::debug!(job = %event_key, existing = existing.as_str(), "ledger entry unchanged (duplicate or stale event)");

@@ -4,6 +4,7 @@
 use hangar_core::config::Config;
 use hangar_core::decision::{Action, Decider, Decision, WebhookRequest, DEFAULT_MAX_BODY_BYTES};
 use hangar_core::emf;
+use hangar_core::ledger::{JobEvent, JobLedger};
 use hangar_core::ports::{OutboundMessage, ScaleQueue};
 use hangar_core::secret::Secret;
 use hangar_core::signature::WebhookSecrets;
@@ -15,15 +16,31 @@ use tracing::{error, info, warn};
 
 pub mod settings;
 
+/// Counted when the webhook could not record a job event in the ledger (the scaler records it
+/// when it takes the message off the queue, so nothing is lost; its plans just learn later).
+pub const LEDGER_WRITE_FAILURES: &str = "WebhookLedgerWriteFailures";
+
 pub struct App {
     decider: Decider,
     queue: Arc<dyn ScaleQueue>,
     namespace: String,
+    ledger: Option<Arc<dyn JobLedger>>,
 }
 
 impl App {
     pub fn new(decider: Decider, queue: Arc<dyn ScaleQueue>, namespace: impl Into<String>) -> Self {
-        Self { decider, queue, namespace: namespace.into() }
+        Self { decider, queue, namespace: namespace.into(), ledger: None }
+    }
+
+    /// Records each job event in the job ledger as it arrives, before it is queued: the pool's
+    /// plans then count a job as started as soon as GitHub says so, not once the scaler reaches
+    /// its message behind the pool's earlier ones in the FIFO group (a short job could start,
+    /// end and lose its instance meanwhile, and still count as queued with no runner). The
+    /// write is a conditional one, so the scaler recording the same event again changes
+    /// nothing. IAM: `dynamodb:PutItem`, `dynamodb:UpdateItem`, `dynamodb:GetItem` on the table.
+    pub fn with_ledger(mut self, ledger: Arc<dyn JobLedger>) -> Self {
+        self.ledger = Some(ledger);
+        self
     }
 
     /// Builds the app from already loaded configuration and secrets.
@@ -63,6 +80,18 @@ impl App {
         let delivery_id = wreq.delivery.first().copied().unwrap_or("-");
         let event_name = wreq.event.first().copied().unwrap_or("-");
         if let Some(msg) = decision.message.take() {
+            if let Some(ledger) = &self.ledger {
+                // Best effort: the message below carries the event to the scaler, which records
+                // it too, so a failed write here delays what a plan knows, and loses nothing.
+                if let Err(e) = ledger.apply(&JobEvent::from_message(&msg), chrono::Utc::now()).await {
+                    warn!(delivery = delivery_id, job_id = %msg.job_id(), pool = %msg.pool(), code = e.code.as_deref().unwrap_or(""), retryable = e.retryable, "ledger write failed; the scaler records the event");
+                    decision.metrics.push(hangar_core::metrics::MetricRecord::count(
+                        LEDGER_WRITE_FAILURES,
+                        None,
+                        1.0,
+                    ));
+                }
+            }
             let out =
                 OutboundMessage { body: msg.to_json(), group_id: msg.group_id(), dedup_id: msg.dedup_id() };
             if let Err(e) = self.queue.send(&out).await {

@@ -16,6 +16,9 @@ pub mod env {
     pub const QUEUE_URL: &str = "HANGAR_QUEUE_URL";
     pub const NAMESPACE: &str = "HANGAR_METRICS_NAMESPACE";
     pub const MAX_BODY_BYTES: &str = "HANGAR_MAX_BODY_BYTES";
+    /// The job ledger's DynamoDB table: job events are recorded there as they arrive. Unset:
+    /// only the scaler records them.
+    pub const LEDGER_TABLE: &str = "HANGAR_LEDGER_TABLE";
 }
 
 pub use hangar_aws::settings::SettingsError;
@@ -26,6 +29,7 @@ pub struct Settings {
     pub queue_url: String,
     pub namespace: String,
     pub max_body_bytes: Option<usize>,
+    pub ledger_table: Option<String>,
 }
 
 impl Settings {
@@ -56,6 +60,7 @@ impl Settings {
             }
             Err(_) => None,
         };
-        Ok(Settings { config, secrets, queue_url, namespace, max_body_bytes })
+        let ledger_table = std::env::var(env::LEDGER_TABLE).ok().filter(|v| !v.is_empty());
+        Ok(Settings { config, secrets, queue_url, namespace, max_body_bytes, ledger_table })
     }
 }

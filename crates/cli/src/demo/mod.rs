@@ -437,6 +437,8 @@ async fn run_cloud(
     }
     if args.planner == Planner::Counting {
         scaler_env.insert("HANGAR_PLANNER".into(), "counting".into());
+        // The webhook records each event as it arrives, as the stack has it do.
+        webhook_env.insert("HANGAR_LEDGER_TABLE".into(), stack::LEDGER_TABLE.into());
     }
     if let Some(id) = stack.launch_templates.values().next() {
         scaler_env.insert("HANGAR_LAUNCH_TEMPLATE_ID".into(), id.clone());

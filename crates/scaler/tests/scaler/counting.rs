@@ -169,3 +169,21 @@ async fn two_invocations_planning_the_same_shortfall_at_once_launch_it_once() {
     }
     assert_eq!(queued_jobs(&env).await, vec![1, 2]);
 }
+
+#[tokio::test]
+async fn a_start_the_webhook_already_recorded_still_makes_its_runner_busy_in_the_plan() {
+    let env = Env::start(counting(10)).await;
+    let p = env.pool_name();
+    assert!(env.batch(&[("q", scale_up(&p, 1), 1)]).await.is_empty());
+    let a = env.live().await[0].id.clone();
+    // The webhook recorded the start as it arrived, before the scaler reached its message.
+    let start = started(&p, 1, &runner_name(&p, &a));
+    let event = hangar_core::ledger::JobEvent::from_message(
+        &hangar_core::message::QueueMessage::parse(&start).unwrap(),
+    );
+    env.ledger().await.apply(&event, chrono::Utc::now()).await.unwrap();
+    assert!(env.batch(&[("s", start, 1)]).await.is_empty());
+    let live = env.live().await;
+    assert_eq!(live.len(), 1, "no launch: the job runs");
+    assert_eq!(live[0].tag("hangar:lifecycle"), Some("busy"), "the plan still saw this batch's start");
+}
