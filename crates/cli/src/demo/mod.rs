@@ -884,6 +884,7 @@ async fn run_cloud(
     o.waits = report::waits(&all_waits);
     o.bound_waits = report::waits(&bound.all_waits());
     let peaks = peaks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let samples_now = samples.lock().unwrap_or_else(|e| e.into_inner()).clone();
     for (p, po) in o.pools.iter_mut() {
         po.queue_wait_ms = report::waits(pool_waits.get(p).map(Vec::as_slice).unwrap_or(&[]));
         if let Some(i) = pool_names.iter().position(|n| n == p) {
@@ -891,6 +892,7 @@ async fn run_cloud(
         }
         po.queue_wait_ratio = report::ratio(&po.queue_wait_ms, &po.queue_wait_bound_ms);
         po.max_observed = peaks.get(p).copied().unwrap_or(0);
+        po.max_stall_ms = report::max_stall_ms(&samples_now, p, po.max_runners);
     }
     o.max_runners_exceeded = o.pools.values().any(|p| p.max_observed > p.max_runners);
     let records = instances.records();

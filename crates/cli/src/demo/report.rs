@@ -26,6 +26,9 @@ pub struct PoolOutcome {
     pub launches: u64,
     pub max_runners: u32,
     pub max_observed: u32,
+    /// The longest stretch in which the pool had more queued jobs than free runners and room
+    /// under its cap, and no instance came (see [`max_stall_ms`]).
+    pub max_stall_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
@@ -235,8 +238,8 @@ impl Outcome {
         for (name, p) in &self.pools {
             let _ = writeln!(
                 s,
-                "    {name:<14} jobs {:>4}  completed {:>4}  wait p50 {:>6} p95 {:>6} max {:>6} ms  launches {:>4}  peak {:>3}/{}",
-                p.jobs, p.completed, p.queue_wait_ms.p50, p.queue_wait_ms.p95, p.queue_wait_ms.max, p.launches, p.max_observed, p.max_runners
+                "    {name:<14} jobs {:>4}  completed {:>4}  wait p50 {:>6} p95 {:>6} max {:>6} ms  launches {:>4}  peak {:>3}/{}  max stall {} ms",
+                p.jobs, p.completed, p.queue_wait_ms.p50, p.queue_wait_ms.p95, p.queue_wait_ms.max, p.launches, p.max_observed, p.max_runners, p.max_stall_ms
             );
             let (b, r) = (&p.queue_wait_bound_ms, &p.queue_wait_ratio);
             let _ = writeln!(
@@ -385,9 +388,66 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
+/// The longest stall of `pool` in the samples, in ms: a stretch of consecutive samples in
+/// which its queued jobs outnumber its free (pending and idle) runners while it holds fewer
+/// than `max_runners` instances, and the number of instances never rises. A launch, a job
+/// starting (fewer queued) or the pool reaching its cap ends it. Measured from the first
+/// sample of the stretch to the first one after it (the last, if it runs to the end).
+pub fn max_stall_ms(samples: &[Sample], pool: &str, max_runners: u32) -> u64 {
+    let mut longest = 0;
+    let mut open: Option<(u64, u32)> = None; // (start, instances at start)
+    for s in samples {
+        let Some(&[pending, idle, _busy, queued, counted]) = s.pools.get(pool) else { continue };
+        let stalled = queued > pending + idle && counted < max_runners;
+        match open {
+            Some((start, at)) if stalled && counted <= at => {
+                longest = longest.max(s.t_ms - start);
+            }
+            Some((start, _)) => {
+                longest = longest.max(s.t_ms - start);
+                open = stalled.then_some((s.t_ms, counted));
+            }
+            None => open = stalled.then_some((s.t_ms, counted)),
+        }
+    }
+    longest
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn samples(rows: &[(u64, [u32; 5])]) -> Vec<Sample> {
+        rows.iter().map(|(t, v)| Sample { t_ms: *t, pools: [("p".to_owned(), *v)].into() }).collect()
+    }
+
+    #[test]
+    fn a_stall_runs_until_an_instance_comes_and_the_longest_counts() {
+        // [pending, idle, busy, queued, counted], cap 4.
+        let s = samples(&[
+            (0, [0, 0, 0, 0, 0]),
+            (100, [0, 0, 0, 2, 0]), // stall opens
+            (350, [0, 0, 0, 2, 0]), // still: no launch
+            (600, [2, 0, 0, 2, 2]), // launched: ends at 600, 500 ms
+            (700, [0, 0, 2, 1, 2]), // another queued job, no free runner: opens
+            (800, [1, 0, 2, 1, 3]), // launched: 100 ms
+            (900, [0, 0, 4, 3, 4]), // at the cap: not a stall
+            (2000, [0, 0, 4, 3, 4]),
+        ]);
+        assert_eq!(max_stall_ms(&s, "p", 4), 500);
+        assert_eq!(max_stall_ms(&s, "other", 4), 0);
+        // A lower cap makes the second stretch a wait for capacity instead.
+        assert_eq!(max_stall_ms(&s, "p", 2), 500);
+    }
+
+    #[test]
+    fn a_stall_that_lasts_to_the_end_is_measured_to_the_last_sample() {
+        let s = samples(&[(0, [0, 0, 0, 1, 0]), (250, [0, 0, 0, 1, 0]), (5000, [0, 0, 0, 1, 0])]);
+        assert_eq!(max_stall_ms(&s, "p", 3), 5000);
+        // Free runners cover the queue: nothing is stalled.
+        let s = samples(&[(0, [1, 1, 0, 2, 2]), (9000, [0, 2, 0, 2, 2])]);
+        assert_eq!(max_stall_ms(&s, "p", 3), 0);
+    }
 
     #[test]
     fn nearest_rank_percentiles() {
