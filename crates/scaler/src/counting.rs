@@ -19,9 +19,11 @@
 //! # Failures
 //! The ledger records the batch's events first; a message it could not record fails with every
 //! message after it in the group (Lambda's FIFO rule). If carrying the plan out fails in a way
-//! a retry can mend, the batch's last message is reported failed: SQS redelivers it after the
-//! visibility timeout, and that delivery plans the pool again (recording it again changes
-//! nothing). The others are acknowledged: the ledger holds what they said.
+//! a retry can mend, a retry tick plans the pool again right after the batch, up to
+//! [`QUICK_RETRIES`] times in a row; after that the batch's last message is reported failed,
+//! SQS redelivers it after the visibility timeout, and that delivery plans the pool again
+//! (recording it again changes nothing). The others are acknowledged: the ledger holds what
+//! they said.
 
 use crate::ledger::record_batch;
 use crate::scaler::{Inbound, Item, Scaler, Tick};
@@ -38,6 +40,11 @@ use hangar_core::ports::{
 use hangar_core::state::Lifecycle;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+
+/// Plans that failed in a way a retry can mend are retried at once this many times in a row
+/// (each call's own SDK retries and backoff come first); then the visibility timeout paces
+/// them.
+pub const QUICK_RETRIES: u32 = 3;
 
 /// Tag writes of one plan in flight at once, as on the earmark path.
 const TAG_CONCURRENCY: usize = 8;
@@ -59,7 +66,7 @@ impl Carried {
 impl Scaler {
     /// Sends the pool a [`Tick`]. IAM: `sqs:SendMessage` on the scale queue.
     pub(crate) async fn send_tick(&self, pool: &PoolName, dedup_id: String) -> Result<(), PortError> {
-        let tick = Tick { pool: pool.clone(), reconcile: false, dedup_id };
+        let tick = Tick { pool: pool.clone(), reconcile: false, retry: 0, dedup_id };
         self.p.queue.send(&tick.outbound()).await
     }
 
@@ -79,7 +86,7 @@ impl Scaler {
         for pool in &self.p.config.pools {
             // One per pool per minute: a retried schedule event sends no second one.
             let dedup_id = format!("reconcile-{}-{}", pool.name, now.timestamp().div_euclid(60));
-            let tick = Tick { pool: pool.name.clone(), reconcile: true, dedup_id };
+            let tick = Tick { pool: pool.name.clone(), reconcile: true, retry: 0, dedup_id };
             match self.p.queue.send(&tick.outbound()).await {
                 Ok(()) => ticked.push(pool.name.to_string()),
                 Err(e) => errors.push(e),
@@ -188,12 +195,46 @@ impl Scaler {
             total_ms = started.elapsed().as_millis() as u64,
             "pool planned"
         );
-        if carried.retry() {
+        if carried.retry() && !self.retry_soon(&pool.name, &items).await {
             // The last message only: its redelivery plans the pool again, and the others'
             // events are in the ledger already.
             failed.extend(items.pop().map(|i| i.message_id));
         }
         failed
+    }
+
+    /// After a plan that a retry could mend (throttling, capacity), plan again right after
+    /// this batch: a retry tick in the pool's group, at most [`QUICK_RETRIES`] in a row. Past
+    /// that, or if the tick cannot be sent, `false`: the batch's last message is reported
+    /// failed and SQS redelivers it after the visibility timeout, which paces a failure that
+    /// lasts. Each tick's deduplication id names the batch it retries, so a retried batch
+    /// sends no second one.
+    async fn retry_soon(&self, pool: &PoolName, items: &[Item]) -> bool {
+        let prior = items
+            .iter()
+            .filter_map(|i| match i.inbound {
+                Inbound::Tick { retry, .. } => Some(retry),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let retry = prior + 1;
+        if retry > QUICK_RETRIES {
+            return false;
+        }
+        let first = items.first().map_or("", |i| i.message_id.as_str());
+        let tick =
+            Tick { pool: pool.clone(), reconcile: false, retry, dedup_id: format!("retry-{retry}-{first}") };
+        match self.p.queue.send(&tick.outbound()).await {
+            Ok(()) => {
+                tracing::info!(pool = %pool, retry, "plan failed; planning again after this batch");
+                true
+            }
+            Err(e) => {
+                tracing::warn!(pool = %pool, code = e.code.as_deref().unwrap_or(""), "could not send a retry tick");
+                false
+            }
+        }
     }
 
     /// GitHub's runners and the stored JIT configs, for a reconcile plan; `None` for both if

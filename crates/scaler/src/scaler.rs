@@ -83,6 +83,9 @@ enum ScalerMessage {
         pool: PoolName,
         #[serde(default)]
         reconcile: bool,
+        /// Which quick retry of a plan that failed this is (0: not a retry).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        retry: u32,
     },
     ReplaceDead {
         pool: PoolName,
@@ -96,6 +99,10 @@ enum ScalerMessage {
     },
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// A scaler-written message, or `None` for anything else (and for bodies over the limit).
 fn parse_scaler_message(body: &str) -> Option<Inbound> {
     if body.len() > MAX_MESSAGE_BYTES {
@@ -103,7 +110,7 @@ fn parse_scaler_message(body: &str) -> Option<Inbound> {
     }
     Some(match serde_json::from_str(body).ok()? {
         ScalerMessage::WarmPoolTopUp { pool } => Inbound::TopUp(pool),
-        ScalerMessage::Tick { pool, reconcile } => Inbound::Tick { pool, reconcile },
+        ScalerMessage::Tick { pool, reconcile, retry } => Inbound::Tick { pool, reconcile, retry },
         ScalerMessage::ReplaceDead { pool, job, instance, displaced, requeues } => {
             // Only ids EC2 could have issued: the id goes into a tag and a dedup id.
             let hex = instance.as_str().strip_prefix("i-")?;
@@ -187,7 +194,7 @@ pub(crate) enum Inbound {
     Queue(QueueMessage),
     TopUp(PoolName),
     Replace(ReplaceDead),
-    Tick { pool: PoolName, reconcile: bool },
+    Tick { pool: PoolName, reconcile: bool, retry: u32 },
 }
 
 #[derive(Debug, Clone)]
@@ -204,6 +211,9 @@ pub struct Tick {
     pub pool: PoolName,
     /// Plan in reconcile mode: with GitHub's runners and the stored JIT configs.
     pub reconcile: bool,
+    /// Which quick retry of a plan that failed this is (0: not a retry); see
+    /// [`crate::counting`].
+    pub retry: u32,
     /// The FIFO deduplication id: one tick per cause (an instance's state, a reconcile
     /// minute), so EventBridge's and SQS's retries send it once.
     pub dedup_id: String,
@@ -211,8 +221,12 @@ pub struct Tick {
 
 impl Tick {
     pub fn to_json(&self) -> String {
-        serde_json::to_string(&ScalerMessage::Tick { pool: self.pool.clone(), reconcile: self.reconcile })
-            .expect("serialises")
+        serde_json::to_string(&ScalerMessage::Tick {
+            pool: self.pool.clone(),
+            reconcile: self.reconcile,
+            retry: self.retry,
+        })
+        .expect("serialises")
     }
 
     pub fn outbound(&self) -> OutboundMessage {
@@ -226,7 +240,7 @@ impl Tick {
     /// `None` for anything but a tick (and for bodies over the queue message limit).
     pub fn parse(body: &str) -> Option<(PoolName, bool)> {
         match parse_scaler_message(body)? {
-            Inbound::Tick { pool, reconcile } => Some((pool, reconcile)),
+            Inbound::Tick { pool, reconcile, .. } => Some((pool, reconcile)),
             _ => None,
         }
     }

@@ -187,3 +187,38 @@ async fn a_start_the_webhook_already_recorded_still_makes_its_runner_busy_in_the
     assert_eq!(live.len(), 1, "no launch: the job runs");
     assert_eq!(live[0].tag("hangar:lifecycle"), Some("busy"), "the plan still saw this batch's start");
 }
+
+#[tokio::test]
+async fn a_throttled_launch_is_planned_again_at_once_and_a_lasting_one_waits_for_redelivery() {
+    let env = Env::start(counting(10)).await;
+    let p = env.pool_name();
+    // One plan's CreateFleet calls (the SDK tries 3 times) are all throttled.
+    env.proxy.inject(Fault::error("CreateFleet", "RequestLimitExceeded", 503, 3));
+    assert!(env.batch(&[("q", scale_up(&p, 1), 1)]).await.is_empty(), "acknowledged: a tick retries");
+    assert_eq!(env.live().await.len(), 0);
+    let queued = env.drain_queue().await;
+    assert_eq!(queued.len(), 1, "one retry tick: {queued:?}");
+    let refs: Vec<(&str, String, u32)> = queued.iter().map(|(a, b, c)| (a.as_str(), b.clone(), *c)).collect();
+    assert!(env.batch(&refs).await.is_empty());
+    assert_eq!(env.live().await.len(), 1, "the retry launched");
+
+    // Throttled for longer than the quick retries: after them the batch's last message fails,
+    // and SQS's visibility timeout paces the next try.
+    env.proxy.inject(Fault::error("CreateFleet", "RequestLimitExceeded", 503, 100));
+    assert!(env.batch(&[("q2", scale_up(&p, 2), 1)]).await.is_empty());
+    for n in 1..=hangar_scaler::counting::QUICK_RETRIES {
+        let queued = env.drain_queue().await;
+        assert_eq!(queued.len(), 1, "retry {n}");
+        let refs: Vec<(&str, String, u32)> =
+            queued.iter().map(|(a, b, c)| (a.as_str(), b.clone(), *c)).collect();
+        let failed = env.batch(&refs).await;
+        if n < hangar_scaler::counting::QUICK_RETRIES {
+            assert!(failed.is_empty(), "retry {n}: {failed:?}");
+        } else {
+            assert_eq!(failed, vec![queued[0].0.clone()], "the last quick retry fails its message");
+        }
+    }
+    assert!(env.drain_queue().await.is_empty(), "no fourth tick");
+    assert_eq!(env.live().await.len(), 1);
+    assert_eq!(queued_jobs(&env).await, vec![1, 2], "job 2 still waits in the ledger");
+}
