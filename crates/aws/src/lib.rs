@@ -8,6 +8,7 @@
 pub mod dynamo;
 pub mod ec2;
 pub mod error;
+pub mod launch_log;
 pub mod sdk;
 pub mod settings;
 pub mod sqs;

@@ -276,3 +276,24 @@ async fn hostile_values_are_refused_or_reported_never_mistaken() {
         assert!(err.message.contains(if with_pool { "status" } else { "pool" }), "{pk}: {err}");
     }
 }
+
+#[tokio::test]
+async fn recorded_launches_round_trip_drop_stale_entries_and_stay_out_of_the_queue() {
+    use hangar_aws::launch_log::DynamoLaunchLog;
+    use hangar_core::plan::RecordedLaunch;
+    use hangar_core::ports::LaunchLog;
+    let (ledger, c) = ledger().await;
+    let log = DynamoLaunchLog::new(c, ledger.table());
+    let pool = PoolName::from("x64");
+    let other = PoolName::from("arm64");
+    assert_eq!(log.recent(&pool).await.unwrap(), vec![], "no item yet");
+    let l = |id: &str, s: i64| RecordedLaunch { id: id.into(), launched_at: t(s) };
+    log.record(&pool, &[l("i-0b", 2), l("i-0a", 1)], &[]).await.unwrap();
+    log.record(&other, &[l("i-0c", 1)], &[]).await.unwrap();
+    assert_eq!(log.recent(&pool).await.unwrap(), vec![l("i-0a", 1), l("i-0b", 2)], "oldest first");
+    // The next launch drops the stale entry it was given.
+    log.record(&pool, &[l("i-0d", 3)], &["i-0a".into()]).await.unwrap();
+    assert_eq!(log.recent(&pool).await.unwrap(), vec![l("i-0b", 2), l("i-0d", 3)]);
+    assert_eq!(log.recent(&other).await.unwrap(), vec![l("i-0c", 1)], "pools apart");
+    assert_eq!(ledger.queued(&pool).await.unwrap(), vec![], "a pool's launches are no queued job");
+}

@@ -206,6 +206,24 @@ pub trait RunnerRegistry: Send + Sync {
 }
 
 /// The clock, injectable so that time-dependent rules are tested without sleeping.
+/// Launches a pool's plans must count before `DescribeInstances` lists them (EC2's describes
+/// are eventually consistent), so that a plan right after a launch does not launch again. Each
+/// pool's entries live in one item of the job ledger's table. IAM: `dynamodb:UpdateItem` and
+/// `dynamodb:GetItem` on that table.
+#[async_trait]
+pub trait LaunchLog: Send + Sync {
+    /// Records `launched` for `pool`, and drops `stale` (entries past
+    /// [`crate::plan::RECORDED_LAUNCH_TTL_SECS`] that an earlier [`LaunchLog::recent`] returned).
+    async fn record(
+        &self,
+        pool: &PoolName,
+        launched: &[crate::plan::RecordedLaunch],
+        stale: &[InstanceId],
+    ) -> Result<(), PortError>;
+    /// The pool's recorded launches, read consistently, stale ones included.
+    async fn recent(&self, pool: &PoolName) -> Result<Vec<crate::plan::RecordedLaunch>, PortError>;
+}
+
 pub trait Clock: Send + Sync {
     fn now(&self) -> DateTime<Utc>;
 }

@@ -33,7 +33,9 @@ use hangar_core::ids::{InstanceId, PoolName, RunnerName};
 use hangar_core::ledger::{merge_own_writes, JobStatus, LedgerJob};
 use hangar_core::message::QueueMessage;
 use hangar_core::metrics::{names, MetricRecord};
-use hangar_core::plan::{foreign_starts, plan_pool, Mode, PoolPlan, PoolView};
+use hangar_core::plan::{
+    foreign_starts, plan_pool, Mode, PoolPlan, PoolView, RecordedLaunch, RECORDED_LAUNCH_TTL_SECS,
+};
 use hangar_core::ports::{
     JitRequest, LaunchRequest, LaunchedInstance, PortError, RegisteredRunner, RunnerScopeTarget, StoredJit,
 };
@@ -124,8 +126,11 @@ impl Scaler {
             })
             .collect();
         let messages: Vec<&QueueMessage> = indexed.iter().map(|(_, m)| *m).collect();
-        let (recorded, described) =
-            futures::join!(record_batch(ledger, &messages, now), self.p.fleet.describe_pool(&pool.name));
+        let (recorded, described, launches) = futures::join!(
+            record_batch(ledger, &messages, now),
+            self.p.fleet.describe_pool(&pool.name),
+            self.recorded_launches(&pool.name)
+        );
         let mut failed = Vec::new();
         if let Some(k) = recorded.failed_from {
             let cut = indexed[k].0;
@@ -162,6 +167,7 @@ impl Scaler {
         let reconcile = items.iter().any(|i| matches!(i.inbound, Inbound::Tick { reconcile: true, .. }));
         let (runners, configs) = if reconcile { self.reconcile_inputs().await } else { (None, None) };
         let mut view = PoolView::batch(pool, now, &queued, &instances);
+        view.recorded_launches = &launches;
         view.started = &started_jobs;
         view.finished = &finished_jobs;
         if let (Some(r), Some(c)) = (&runners, &configs) {
@@ -234,6 +240,35 @@ impl Scaler {
                 tracing::warn!(pool = %pool, code = e.code.as_deref().unwrap_or(""), "could not send a retry tick");
                 false
             }
+        }
+    }
+
+    /// The pool's recorded launches; none if there is no log or it cannot be read (the plan
+    /// then trusts `DescribeInstances`, as without a log).
+    async fn recorded_launches(&self, pool: &PoolName) -> Vec<RecordedLaunch> {
+        let Some(log) = self.p.launches.as_deref() else { return Vec::new() };
+        log.recent(pool).await.unwrap_or_else(|e| {
+            tracing::warn!(pool = %pool, code = e.code.as_deref().unwrap_or(""), error = %e, "recorded launches unreadable; planning on DescribeInstances alone");
+            Vec::new()
+        })
+    }
+
+    /// Records a launch's instances (and drops the entries past their time) so the next plans
+    /// count them before `DescribeInstances` lists them.
+    async fn record_launches(&self, pool: &PoolName, view: &PoolView<'_>, launched: &[LaunchedInstance]) {
+        let Some(log) = self.p.launches.as_deref() else { return };
+        let now = self.p.clock.now();
+        let new: Vec<RecordedLaunch> =
+            launched.iter().map(|i| RecordedLaunch { id: i.id.clone(), launched_at: now }).collect();
+        let ttl = chrono::Duration::seconds(RECORDED_LAUNCH_TTL_SECS);
+        let stale: Vec<InstanceId> = view
+            .recorded_launches
+            .iter()
+            .filter(|l| now - l.launched_at > ttl)
+            .map(|l| l.id.clone())
+            .collect();
+        if let Err(e) = log.record(pool, &new, &stale).await {
+            tracing::warn!(pool = %pool, code = e.code.as_deref().unwrap_or(""), error = %e, "launch not recorded; a describe that lags may see it late");
         }
     }
 
@@ -358,6 +393,7 @@ impl Scaler {
             }
         };
         self.emit_launch_metrics(pool, &outcome, now);
+        self.record_launches(&pool.name, view, &outcome.launched).await;
         if (outcome.launched.len() as u32) < count {
             // Fewer than asked (capacity): plan again after the visibility timeout.
             out.errors.push(PortError::retryable(

@@ -3,10 +3,12 @@
 
 use hangar_aws::dynamo::DynamoLedger;
 use hangar_aws::ec2::Ec2Fleet;
+use hangar_aws::launch_log::DynamoLaunchLog;
 use hangar_aws::reexports::{dynamodb, ec2, sqs, ssm};
 use hangar_aws::sqs::SqsScaleQueue;
 use hangar_aws::ssm::{SsmConfigSource, SsmJitStore};
 use hangar_core::ledger::JobLedger;
+use hangar_core::ports::LaunchLog;
 use hangar_core::ports::SystemClock;
 use hangar_github::{GithubClient, GithubConfig};
 use hangar_scaler::lookup::Ec2InstanceLookup;
@@ -64,6 +66,9 @@ async fn main() -> Result<(), Error> {
         options: ScalerOptions { counting: settings.counting, ..ScalerOptions::default() },
         ledger: settings.ledger_table.as_ref().map(|table| -> Arc<dyn JobLedger> {
             Arc::new(DynamoLedger::new(dynamodb::Client::new(&sdk), table.clone()))
+        }),
+        launches: settings.ledger_table.as_ref().map(|table| -> Arc<dyn LaunchLog> {
+            Arc::new(DynamoLaunchLog::new(dynamodb::Client::new(&sdk), table.clone()))
         }),
         config: settings.config,
     }));

@@ -182,6 +182,9 @@ pub struct ScalerParts {
     /// demand gauges (`QueuedJobs`, `OldestQueuedAgeSeconds`) from it and asks GitHub about old
     /// queued entries. `None` runs without one (no gauges).
     pub ledger: Option<Arc<dyn JobLedger>>,
+    /// Launches recorded for the counting path's plans, which count them until
+    /// `DescribeInstances` lists them. `None`: plans see EC2's answer alone.
+    pub launches: Option<Arc<dyn hangar_core::ports::LaunchLog>>,
 }
 
 pub struct Scaler {

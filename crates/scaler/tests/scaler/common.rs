@@ -404,6 +404,10 @@ async fn build(
             ..ScalerOptions::default()
         },
         ledger: Some(Arc::new(DynamoLedger::new(dynamodb::Client::new(&fast(3)), src.ledger_table.clone()))),
+        launches: Some(Arc::new(hangar_aws::launch_log::DynamoLaunchLog::new(
+            dynamodb::Client::new(&fast(3)),
+            src.ledger_table.clone(),
+        ))),
     })
 }
 

@@ -222,3 +222,35 @@ async fn a_throttled_launch_is_planned_again_at_once_and_a_lasting_one_waits_for
     assert_eq!(env.live().await.len(), 1);
     assert_eq!(queued_jobs(&env).await, vec![1, 2], "job 2 still waits in the ledger");
 }
+
+#[tokio::test]
+async fn a_launch_describe_does_not_list_yet_covers_its_job_and_counts_no_longer_once_stale() {
+    use hangar_core::plan::{RecordedLaunch, RECORDED_LAUNCH_TTL_SECS};
+    use hangar_core::ports::LaunchLog;
+    let env = Env::start(counting(10)).await;
+    let p = env.pool_name();
+    let table = env.ledger().await.table().to_owned();
+    let log = hangar_aws::launch_log::DynamoLaunchLog::new(
+        hangar_aws::reexports::dynamodb::Client::new(
+            &hangar_testsupport::aws_config_for(&hangar_testsupport::moto().endpoint()).await,
+        ),
+        table,
+    );
+    // A launch this pool's last plan made, which EC2's eventually consistent describe does not
+    // list yet (an id moto never issued stands for it).
+    let now = env.sim.now();
+    log.record(&p, &[RecordedLaunch { id: "i-0000000000000abcd".into(), launched_at: now }], &[])
+        .await
+        .unwrap();
+    assert!(env.batch(&[("q", scale_up(&p, 1), 1)]).await.is_empty());
+    assert_eq!(env.live().await.len(), 0, "the recorded launch covers the job: no second launch");
+
+    // Once past its time it no longer counts (DescribeInstances would list it by then), and the
+    // next launch drops it from the log.
+    env.sim.advance_clock(std::time::Duration::from_secs(RECORDED_LAUNCH_TTL_SECS as u64 + 1));
+    assert!(env.batch(&[("q", scale_up(&p, 1), 2)]).await.is_empty());
+    let live = env.live().await;
+    assert_eq!(live.len(), 1);
+    let ids: Vec<String> = log.recent(&p).await.unwrap().into_iter().map(|l| l.id.to_string()).collect();
+    assert_eq!(ids, vec![live[0].id.clone()], "the new launch recorded, the stale one dropped");
+}
