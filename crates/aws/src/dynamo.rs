@@ -30,6 +30,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
 };
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, SecondsFormat, Utc};
 use hangar_core::ids::{InstallationId, PoolName, RunId, RunnerName};
 use hangar_core::ledger::{
@@ -39,6 +42,40 @@ use hangar_core::ledger::{
 use hangar_core::ports::PortError;
 use std::collections::HashMap;
 use std::time::Duration;
+
+/// DynamoDB's answers a retry can mend (throttling, a server error), by each operation's typed
+/// `is_*()` methods: the same three for every item operation the ledger and the launch log make.
+pub(crate) trait Throttled {
+    fn throttled(&self) -> bool;
+}
+
+macro_rules! throttled {
+    ($($op:ty),*) => {$(
+        impl Throttled for $op {
+            fn throttled(&self) -> bool {
+                self.is_provisioned_throughput_exceeded_exception()
+                    || self.is_request_limit_exceeded()
+                    || self.is_internal_server_error()
+            }
+        }
+    )*};
+}
+
+throttled!(
+    aws_sdk_dynamodb::operation::put_item::PutItemError,
+    aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+    aws_sdk_dynamodb::operation::get_item::GetItemError,
+    aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemError,
+    aws_sdk_dynamodb::operation::query::QueryError
+);
+
+/// [`classify`] for an item operation: retryable exactly when [`Throttled`].
+pub(crate) fn item_error<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> PortError
+where
+    E: Throttled + ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    classify(operation, err, |se| Some(se.throttled()))
+}
 
 /// The index that lists each pool's queued jobs.
 pub const QUEUED_INDEX: &str = "queued-by-pool";
@@ -100,14 +137,10 @@ impl DynamoLedger {
             Err(e) if e.as_service_error().is_some_and(|se| se.is_conditional_check_failed_exception()) => {
                 Ok(Some(self.refused_status(event.key, &e).await?))
             }
-            Err(e) => Err(classify("dynamodb:PutItem", e, |se| {
+            Err(e) => {
                 tracing::debug!(job = %event.key, "ledger put failed");
-                Some(
-                    se.is_provisioned_throughput_exceeded_exception()
-                        || se.is_request_limit_exceeded()
-                        || se.is_internal_server_error(),
-                )
-            })),
+                Err(item_error("dynamodb:PutItem", e))
+            }
         }
     }
 
@@ -142,12 +175,7 @@ impl DynamoLedger {
                 Ok(Err(self.refused_status(event.key, &e).await?))
             }
             Err(e) => Err(classify("dynamodb:UpdateItem", e, |se| {
-                Some(
-                    se.is_provisioned_throughput_exceeded_exception()
-                        || se.is_request_limit_exceeded()
-                        || se.is_internal_server_error()
-                        || se.is_transaction_conflict_exception(),
-                )
+                Some(se.throttled() || se.is_transaction_conflict_exception())
             })),
         }
     }
@@ -195,17 +223,13 @@ impl DynamoLedger {
             );
             let mut round = 0;
             while let Some(req) = pending.take() {
-                let res = self.client.batch_get_item().request_items(&self.table, req).send().await.map_err(
-                    |e| {
-                        classify("dynamodb:BatchGetItem", e, |se| {
-                            Some(
-                                se.is_provisioned_throughput_exceeded_exception()
-                                    || se.is_request_limit_exceeded()
-                                    || se.is_internal_server_error(),
-                            )
-                        })
-                    },
-                )?;
+                let res = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, req)
+                    .send()
+                    .await
+                    .map_err(|e| item_error("dynamodb:BatchGetItem", e))?;
                 for item in res.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
                     out.push(from_item(&item)?);
                 }
@@ -292,15 +316,7 @@ impl JobLedger for DynamoLedger {
             .await;
         let mut keys = Vec::with_capacity(pages.len());
         for item in pages {
-            let item = item.map_err(|e| {
-                classify("dynamodb:Query", e, |se| {
-                    Some(
-                        se.is_provisioned_throughput_exceeded_exception()
-                            || se.is_request_limit_exceeded()
-                            || se.is_internal_server_error(),
-                    )
-                })
-            })?;
+            let item = item.map_err(|e| item_error("dynamodb:Query", e))?;
             keys.push(get_s(&item, attr::PK)?.parse::<JobKey>()?);
         }
         let mut jobs: Vec<_> = self
@@ -322,15 +338,7 @@ impl JobLedger for DynamoLedger {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| {
-                classify("dynamodb:GetItem", e, |se| {
-                    Some(
-                        se.is_provisioned_throughput_exceeded_exception()
-                            || se.is_request_limit_exceeded()
-                            || se.is_internal_server_error(),
-                    )
-                })
-            })?;
+            .map_err(|e| item_error("dynamodb:GetItem", e))?;
         out.item.map(|i| from_item(&i)).transpose().map_err(Into::into)
     }
 }

@@ -18,7 +18,7 @@
 //!
 //! [`RECORDED_LAUNCH_TTL_SECS`]: hangar_core::plan::RECORDED_LAUNCH_TTL_SECS
 
-use crate::error::classify;
+use crate::dynamo::item_error;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
@@ -106,15 +106,7 @@ impl LaunchLog for DynamoLaunchLog {
             .set_expression_attribute_values(Some(values))
             .send()
             .await
-            .map_err(|e| {
-                classify("dynamodb:UpdateItem", e, |se| {
-                    Some(
-                        se.is_provisioned_throughput_exceeded_exception()
-                            || se.is_request_limit_exceeded()
-                            || se.is_internal_server_error(),
-                    )
-                })
-            })?;
+            .map_err(|e| item_error("dynamodb:UpdateItem", e))?;
         Ok(())
     }
 
@@ -127,15 +119,7 @@ impl LaunchLog for DynamoLaunchLog {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| {
-                classify("dynamodb:GetItem", e, |se| {
-                    Some(
-                        se.is_provisioned_throughput_exceeded_exception()
-                            || se.is_request_limit_exceeded()
-                            || se.is_internal_server_error(),
-                    )
-                })
-            })?;
+            .map_err(|e| item_error("dynamodb:GetItem", e))?;
         let mut launches: Vec<RecordedLaunch> = out
             .item
             .unwrap_or_default()

@@ -13,9 +13,10 @@ fn a_burst_of_200_jobs_never_exceeds_max_runners() {
     // 200 runners need 200 JIT calls, and GitHub's secondary limit (80 writes a minute, which
     // the simulator enforces) makes that at least 2.5 minutes however fast Hangar is.
     // The counting planner: with the earmark planner, at-cap jobs cycle through the queue, and
-    // twice in CI (14:24 today: 390 messages left, 3 instances and 5 runners after the drain
-    // deadline) the queue was not drained by teardown. On counting, one local run: 200
-    // launches for 200 jobs, nothing left in EC2, SSM, GitHub or the ledger.
+    // in a fresh-clone `.ci/run` on 2026-12-03 the queue was not drained by teardown (390
+    // messages, 3 instances and 5 runners left after the drain deadline; 207 launches). On
+    // counting, one local run: 200 launches for 200 jobs, nothing left in EC2, SSM, GitHub or
+    // the ledger.
     let r = run(trace, &cfg, &["--settle-timeout", "480", "--planner", "counting"]);
     r.assert_clean();
     assert_eq!(r.u("jobs_total"), 200);

@@ -26,7 +26,8 @@
 //! they said.
 
 use crate::ledger::record_batch;
-use crate::scaler::{Inbound, Item, Scaler, Tick};
+use crate::messages::{Inbound, Item, Tick};
+use crate::scaler::Scaler;
 use futures::stream::{self, StreamExt};
 use hangar_core::config::{PoolConfig, RunnerScope};
 use hangar_core::ids::{InstanceId, PoolName, RunnerName};
@@ -36,9 +37,7 @@ use hangar_core::metrics::{names, MetricRecord};
 use hangar_core::plan::{
     foreign_starts, plan_pool, Mode, PoolPlan, PoolView, RecordedLaunch, RECORDED_LAUNCH_TTL_SECS,
 };
-use hangar_core::ports::{
-    JitRequest, LaunchRequest, LaunchedInstance, PortError, RegisteredRunner, RunnerScopeTarget, StoredJit,
-};
+use hangar_core::ports::{LaunchRequest, LaunchedInstance, PortError, RegisteredRunner, StoredJit};
 use hangar_core::state::Lifecycle;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -139,14 +138,11 @@ impl Scaler {
         if items.is_empty() {
             return failed;
         }
-        let retry_all = |items: Vec<Item>, failed: &mut Vec<String>| {
-            failed.extend(items.into_iter().map(|i| i.message_id));
-        };
         let instances = match described {
             Ok(i) => i,
             Err(e) => {
                 tracing::warn!(pool = %pool.name, code = e.code.as_deref().unwrap_or(""), error = %e, "describe failed; the batch is retried");
-                retry_all(items, &mut failed);
+                failed.extend(items.into_iter().map(|i| i.message_id));
                 return failed;
             }
         };
@@ -154,7 +150,7 @@ impl Scaler {
             Ok(q) => q,
             Err(e) => {
                 tracing::warn!(pool = %pool.name, code = e.code.as_deref().unwrap_or(""), error = %e, "ledger query failed; the batch is retried");
-                retry_all(items, &mut failed);
+                failed.extend(items.into_iter().map(|i| i.message_id));
                 return failed;
             }
         };
@@ -411,7 +407,7 @@ impl Scaler {
             .collect();
         let results: Vec<(LaunchedInstance, Result<(), PortError>)> = stream::iter(work)
             .map(|(inst, job)| async move {
-                let r = self.provision_counted(pool, &inst, job).await;
+                let r = self.provision(pool, &inst, job.map(|j| (&j.repository, j.installation_id))).await;
                 (inst, r)
             })
             .buffer_unordered(self.p.options.jit_concurrency.max(1))
@@ -448,58 +444,6 @@ impl Scaler {
             );
         }
         self.p.metrics.emit(&records, now);
-    }
-
-    /// Registers a runner for a new instance and stores its JIT config where the instance's
-    /// boot agent looks for it (see [`Scaler`]'s `provision` on the earmark path: the same
-    /// calls). `job`: the queued job whose repository a repository-scoped runner is for.
-    async fn provision_counted(
-        &self,
-        pool: &PoolConfig,
-        inst: &LaunchedInstance,
-        job: Option<&LedgerJob>,
-    ) -> Result<(), PortError> {
-        let scope = match (pool.runner_scope, job) {
-            (RunnerScope::Org, _) => RunnerScopeTarget::Org(self.p.config.organization.clone()),
-            (RunnerScope::Repo, Some(j)) => RunnerScopeTarget::Repo(j.repository.clone()),
-            (RunnerScope::Repo, None) => {
-                return Err(PortError::permanent(
-                    "scaler:provision",
-                    Some("NoRepository".into()),
-                    "a repository-scoped runner without a queued job",
-                ))
-            }
-        };
-        let req = JitRequest {
-            name: RunnerName::for_instance(&pool.name, &inst.id),
-            labels: pool.labels.clone(),
-            runner_group: self.p.config.github.runner_group.clone(),
-            scope,
-            installation: job.and_then(|j| j.installation_id),
-        };
-        let jit = match self.p.github.generate_jit_config(&req).await {
-            Ok(j) => j,
-            // Its runner exists: an invocation that planned from the same state launched it
-            // (CreateFleet's ClientToken handed both the same instances) and provisions it;
-            // should that one fail, it terminates the instance itself.
-            Err(e) if e.code.as_deref() == Some("409") => {
-                tracing::info!(pool = %pool.name, instance = %inst.id, "runner already registered by another invocation");
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        if let Err(e) = self.p.jit.put(&inst.id, &pool.name, &jit.encoded).await {
-            // The runner exists at GitHub but will never start: remove it now.
-            if pool.runner_scope == RunnerScope::Org {
-                if let Err(d) = self.p.github.delete_runner(&self.p.config.organization, jit.runner_id).await
-                {
-                    tracing::warn!(runner = %req.name, code = d.code.as_deref().unwrap_or(""), "could not remove the unused runner");
-                }
-            }
-            return Err(e);
-        }
-        tracing::info!(pool = %pool.name, instance = %inst.id, capacity_type = inst.capacity_type.as_str(), instance_type = %inst.instance_type, "runner provisioned");
-        Ok(())
     }
 
     /// A job of this batch started on another pool's runner (labels overlap): that runner is

@@ -30,6 +30,7 @@ pub mod error;
 pub mod event;
 pub mod ledger;
 pub mod lookup;
+pub mod messages;
 pub mod metrics;
 pub mod scaler;
 pub mod settings;
@@ -78,5 +79,6 @@ pub mod without_app {
 }
 
 pub use error::ScalerError;
+pub use messages::{ReplaceDead, Tick, TopUp};
 pub use metrics::Metrics;
-pub use scaler::{Scaler, ScalerOptions, ScalerParts, Tick, TopUp};
+pub use scaler::{Scaler, ScalerOptions, ScalerParts};

@@ -32,7 +32,7 @@ impl App {
         Self { decider, queue, namespace: namespace.into(), ledger: None }
     }
 
-    /// Records each job event in the job ledger as it arrives, before it is queued: the pool's
+    /// Records each job event in the job ledger as it arrives, as it is queued: the pool's
     /// plans then count a job as started as soon as GitHub says so, not once the scaler reaches
     /// its message behind the pool's earlier ones in the FIFO group (a short job could start,
     /// end and lose its instance meanwhile, and still count as queued with no runner). The
@@ -59,6 +59,17 @@ impl App {
         Self::new(decider, queue, namespace)
     }
 
+    /// Records a job event in the ledger, if the app has one.
+    async fn record(
+        &self,
+        msg: &hangar_core::message::QueueMessage,
+    ) -> Result<(), hangar_core::ports::PortError> {
+        match &self.ledger {
+            Some(ledger) => ledger.apply(&JobEvent::from_message(msg), chrono::Utc::now()).await.map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
     /// Handles one delivery. Never fails: every outcome is an HTTP answer GitHub's delivery log
     /// can show, and an SQS failure is a 503 so the delivery is visibly failed and can be redelivered.
     pub async fn handle(&self, req: Request) -> Response<Body> {
@@ -80,21 +91,22 @@ impl App {
         let delivery_id = wreq.delivery.first().copied().unwrap_or("-");
         let event_name = wreq.event.first().copied().unwrap_or("-");
         if let Some(msg) = decision.message.take() {
-            if let Some(ledger) = &self.ledger {
-                // Best effort: the message below carries the event to the scaler, which records
-                // it too, so a failed write here delays what a plan knows, and loses nothing.
-                if let Err(e) = ledger.apply(&JobEvent::from_message(&msg), chrono::Utc::now()).await {
-                    warn!(delivery = delivery_id, job_id = %msg.job_id(), pool = %msg.pool(), code = e.code.as_deref().unwrap_or(""), retryable = e.retryable, "ledger write failed; the scaler records the event");
-                    decision.metrics.push(hangar_core::metrics::MetricRecord::count(
-                        LEDGER_WRITE_FAILURES,
-                        None,
-                        1.0,
-                    ));
-                }
-            }
             let out =
                 OutboundMessage { body: msg.to_json(), group_id: msg.group_id(), dedup_id: msg.dedup_id() };
-            if let Err(e) = self.queue.send(&out).await {
+            // The ledger write and the send at once: neither waits on the other, so the ledger
+            // adds no latency to the delivery's answer beyond the slower of the two.
+            let (recorded, sent) = tokio::join!(self.record(&msg), self.queue.send(&out));
+            if let Err(e) = recorded {
+                // Best effort: the message carries the event to the scaler, which records it
+                // too, so a failed write here delays what a plan knows, and loses nothing.
+                warn!(delivery = delivery_id, job_id = %msg.job_id(), pool = %msg.pool(), code = e.code.as_deref().unwrap_or(""), retryable = e.retryable, "ledger write failed; the scaler records the event");
+                decision.metrics.push(hangar_core::metrics::MetricRecord::count(
+                    LEDGER_WRITE_FAILURES,
+                    None,
+                    1.0,
+                ));
+            }
+            if let Err(e) = sent {
                 error!(
                     delivery = delivery_id,
                     job_id = %msg.job_id(),

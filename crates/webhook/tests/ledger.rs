@@ -1,4 +1,4 @@
-//! The webhook records each job event in the job ledger (DynamoDB on moto) as it arrives, before
+//! The webhook records each job event in the job ledger (DynamoDB on moto) as it arrives, while
 //! it queues the message; a ledger it cannot write to still lets the delivery through.
 
 mod common;
@@ -27,7 +27,7 @@ fn key_of(body: &str) -> JobKey {
 }
 
 #[tokio::test]
-async fn each_job_event_is_in_the_ledger_before_its_message_is_queued() {
+async fn each_job_event_is_in_the_ledger_by_the_time_its_delivery_is_answered() {
     let (app, client, url) = app_with_queue("webhook-ledger").await;
     let table = format!("webhook-ledger-{}", std::process::id());
     let app = app.with_ledger(Arc::new(ledger(&table, true).await));
