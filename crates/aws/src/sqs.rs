@@ -6,8 +6,9 @@ use crate::error::classify;
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, MessageSystemAttributeName,
+    SendMessageBatchRequestEntry,
 };
-use hangar_core::ports::{OutboundMessage, PortError, ScaleQueue};
+use hangar_core::ports::{OutboundMessage, PortError, ProvisionQueue, ScaleQueue};
 use std::collections::HashMap;
 
 /// Sends scale requests and job-state events to an SQS FIFO queue. IAM: `sqs:SendMessage` on
@@ -58,6 +59,96 @@ impl ScaleQueue for SqsScaleQueue {
                     }
                 })
             })
+    }
+}
+
+/// Sends provisioning work to an SQS standard queue, ten messages per `SendMessageBatch`.
+/// IAM: `sqs:SendMessage` on the queue (and `kms:GenerateDataKey` with a customer-managed key).
+#[derive(Clone, Debug)]
+pub struct SqsProvisionQueue {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsProvisionQueue {
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+        Self { client, queue_url: queue_url.into() }
+    }
+}
+
+#[async_trait]
+impl ProvisionQueue for SqsProvisionQueue {
+    async fn send(&self, bodies: &[String]) -> Vec<(usize, PortError)> {
+        const OP: &str = "sqs:SendMessageBatch";
+        let mut failed = Vec::new();
+        for (c, chunk) in bodies.chunks(SQS_BATCH).enumerate() {
+            let base = c * SQS_BATCH;
+            // Entry ids are indexes into `chunk`, so a refused entry maps back to its body.
+            let entries: Result<Vec<_>, _> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(b).build()
+                })
+                .collect();
+            let entries = match entries {
+                Ok(e) => e,
+                Err(e) => {
+                    let err = PortError::permanent(OP, None, e.to_string());
+                    failed.extend((0..chunk.len()).map(|i| (base + i, err.clone())));
+                    continue;
+                }
+            };
+            let out = self
+                .client
+                .send_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await;
+            match out {
+                Ok(o) => {
+                    for f in o.failed() {
+                        let Some(i) = f.id().parse::<usize>().ok().filter(|&i| i < chunk.len()) else {
+                            continue;
+                        };
+                        // SQS: `SenderFault` says the entry itself is at fault; otherwise a
+                        // retry may succeed.
+                        let err = PortError {
+                            operation: OP,
+                            retryable: !f.sender_fault(),
+                            code: Some(f.code().to_owned()),
+                            message: f.message().unwrap_or("refused").to_owned(),
+                        };
+                        failed.push((base + i, err));
+                    }
+                }
+                Err(e) => {
+                    let err = classify(OP, e, |e| {
+                        if e.is_request_throttled() || e.is_kms_throttled() {
+                            Some(true)
+                        } else if e.is_queue_does_not_exist()
+                            || e.is_invalid_address()
+                            || e.is_invalid_security()
+                            || e.is_unsupported_operation()
+                            || e.is_batch_request_too_long()
+                            || e.is_kms_access_denied()
+                            || e.is_kms_disabled()
+                            || e.is_kms_not_found()
+                            || e.is_kms_invalid_key_usage()
+                            || e.is_kms_invalid_state()
+                            || e.is_kms_opt_in_required()
+                        {
+                            Some(false)
+                        } else {
+                            None
+                        }
+                    });
+                    failed.extend((0..chunk.len()).map(|i| (base + i, err.clone())));
+                }
+            }
+        }
+        failed
     }
 }
 

@@ -6,11 +6,13 @@ mod common;
 
 use common::{ec2_client, instance_tags, network, pool, sqs_client, ssm_client, unique};
 use hangar_aws::ec2::Ec2Fleet;
-use hangar_aws::sqs::{SqsPoller, SqsScaleQueue};
+use hangar_aws::sqs::{SqsPoller, SqsProvisionQueue, SqsScaleQueue};
 use hangar_aws::ssm::{SsmConfigSource, SsmJitStore};
 use hangar_core::config::CapacityType;
 use hangar_core::ids::{InstanceId, JobId, PoolName};
-use hangar_core::ports::{Fleet, JitStore, LaunchReason, LaunchRequest, OutboundMessage, ScaleQueue};
+use hangar_core::ports::{
+    Fleet, JitStore, LaunchReason, LaunchRequest, OutboundMessage, ProvisionQueue, ScaleQueue,
+};
 use hangar_core::secret::Secret;
 use hangar_core::state::{Ec2State, Lifecycle};
 use hangar_sim::fault_proxy::{Fault, FaultProxy};
@@ -414,4 +416,47 @@ async fn sqs_send_receive_extend_and_delete() {
         .await
         .unwrap_err();
     assert!(!e.retryable, "{e}");
+}
+
+#[tokio::test]
+async fn provision_queue_sends_in_batches_of_ten_and_names_what_it_could_not_send() {
+    let sqs = sqs_client(&moto().endpoint()).await;
+    let url = sqs
+        .create_queue()
+        .queue_name(unique("provision"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned();
+    let queue = SqsProvisionQueue::new(sqs.clone(), &url);
+    // 23 bodies: three SendMessageBatch calls (SQS takes at most 10 entries).
+    let mut bodies: Vec<String> = (0..23).map(|i| format!("{{\"n\":{i}}}")).collect();
+    assert!(queue.send(&bodies).await.is_empty());
+    let poller = SqsPoller::new(sqs.clone(), &url);
+    let mut seen = HashSet::new();
+    for _ in 0..10 {
+        let got = poller.receive(10, 0, Some(30)).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        seen.extend(got.into_iter().map(|m| m.body));
+    }
+    assert_eq!(seen, bodies.iter().cloned().collect::<HashSet<_>>(), "each body sent once");
+
+    // A body over SQS's 1 MiB limit (raised from 256 KiB in August 2025) fails its own batch call; the other batches still go,
+    // and the caller learns exactly which bodies were not sent, as not worth retrying.
+    bodies[12] = "x".repeat(1024 * 1024 + 1);
+    let failed = queue.send(&bodies).await;
+    let idx: Vec<usize> = failed.iter().map(|(i, _)| *i).collect();
+    assert!(idx.contains(&12), "{failed:?}");
+    assert!(idx.iter().all(|i| (10..20).contains(i)), "only the oversized body's batch: {idx:?}");
+    assert!(failed.iter().all(|(_, e)| !e.retryable), "{failed:?}");
+
+    let missing =
+        SqsProvisionQueue::new(sqs, format!("{}/000000000000/{}", moto().endpoint(), unique("nope")));
+    let failed = missing.send(&bodies[..3]).await;
+    assert_eq!(failed.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert!(failed.iter().all(|(_, e)| !e.retryable && e.operation == "sqs:SendMessageBatch"), "{failed:?}");
 }

@@ -14,6 +14,10 @@ pub mod names {
     pub const JOB_DURATION_MS: &str = "JobDurationMs";
     pub const LAUNCHES: &str = "Launches";
     pub const LAUNCH_FAILURES: &str = "LaunchFailures";
+    /// A launched instance that got no JIT config and was terminated (the provisioner).
+    pub const PROVISION_FAILURES: &str = "ProvisionFailures";
+    /// From CreateFleet to the instance's JIT config written (the provisioner).
+    pub const PROVISION_DELAY_MS: &str = "ProvisionDelayMs";
     pub const POOL_IDLE: &str = "PoolIdle";
     pub const POOL_BUSY: &str = "PoolBusy";
     pub const POOL_PENDING: &str = "PoolPending";

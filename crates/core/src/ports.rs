@@ -48,6 +48,16 @@ pub trait ScaleQueue: Send + Sync {
     async fn send(&self, msg: &OutboundMessage) -> Result<(), PortError>;
 }
 
+/// The provisioning queue (SQS standard): one message per launched instance, whose JIT config
+/// the provisioner makes while it boots, so a pool's plan never waits on GitHub. Bodies are
+/// serialised by the scaler. IAM: `sqs:SendMessage` on the queue (`SendMessageBatch` is
+/// authorised as `SendMessage`).
+#[async_trait]
+pub trait ProvisionQueue: Send + Sync {
+    /// Sends each body as its own message; returns the indexes of those not sent, with why.
+    async fn send(&self, bodies: &[String]) -> Vec<(usize, PortError)>;
+}
+
 /// Why an instance was launched; kept in a tag and in the launch metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -26,7 +26,7 @@
 //! they said.
 
 use crate::ledger::record_batch;
-use crate::messages::{Inbound, Item, Tick};
+use crate::messages::{Inbound, Item, Provision, Tick};
 use crate::scaler::Scaler;
 use futures::stream::{self, StreamExt};
 use hangar_core::config::{PoolConfig, RunnerScope};
@@ -405,6 +405,10 @@ impl Scaler {
             .enumerate()
             .map(|(i, inst)| (inst.clone(), for_repos.get(i).copied()))
             .collect();
+        if let Some(queue) = self.p.provisioning.as_deref() {
+            self.hand_to_provisioner(queue, pool, work, now, out).await;
+            return;
+        }
         let results: Vec<(LaunchedInstance, Result<(), PortError>)> = stream::iter(work)
             .map(|(inst, job)| async move {
                 let r = self.provision(pool, &inst, job.map(|j| (&j.repository, j.installation_id))).await;
@@ -425,6 +429,64 @@ impl Scaler {
                 }
             }
         }
+    }
+
+    /// The new instances' JIT configs are the provisioner's ([`crate::provisioner`]): one
+    /// message each. An instance whose message cannot be sent is terminated at once (its job
+    /// stays counted, so the plan its termination triggers launches again), and the plan is
+    /// retried.
+    async fn hand_to_provisioner(
+        &self,
+        queue: &dyn hangar_core::ports::ProvisionQueue,
+        pool: &PoolConfig,
+        work: Vec<(LaunchedInstance, Option<&LedgerJob>)>,
+        launched_at: chrono::DateTime<chrono::Utc>,
+        out: &mut Carried,
+    ) {
+        let work: Vec<(LaunchedInstance, Option<Provision>)> = work
+            .into_iter()
+            .map(|(inst, job)| {
+                let repository = match (pool.runner_scope, job) {
+                    (RunnerScope::Repo, Some(j)) => Some((j.repository.clone(), j.installation_id)),
+                    (RunnerScope::Repo, None) => return (inst, None),
+                    (RunnerScope::Org, _) => None,
+                };
+                let p = Provision {
+                    pool: pool.name.clone(),
+                    instance: inst.id.clone(),
+                    capacity_type: inst.capacity_type,
+                    instance_type: inst.instance_type.clone(),
+                    repository,
+                    launched_at,
+                };
+                (inst, Some(p))
+            })
+            .collect();
+        // A repository runner with no job to take its repository from cannot be provisioned
+        // (launch_shortfall launches at most one per job, so this is a guard, not a path).
+        let mut unsent: Vec<(LaunchedInstance, PortError)> = work
+            .iter()
+            .filter(|(_, p)| p.is_none())
+            .map(|(i, _)| {
+                let e = PortError::permanent(
+                    "scaler:provision",
+                    Some("NoRepository".into()),
+                    "no job's repository",
+                );
+                (i.clone(), e)
+            })
+            .collect();
+        unsent.extend(self.send_provisions(queue, pool, &work).await);
+        out.launched += (work.len() - unsent.len()) as u32;
+        if unsent.is_empty() {
+            return;
+        }
+        let ids: Vec<InstanceId> = unsent.iter().map(|(i, _)| i.id.clone()).collect();
+        tracing::warn!(pool = %pool.name, count = ids.len(), "no provisioning message; terminating the new instances");
+        if let Err(t) = self.p.fleet.terminate(&ids).await {
+            tracing::warn!(pool = %pool.name, code = t.code.as_deref().unwrap_or(""), "could not terminate them; reconcile's boot timeout will");
+        }
+        out.errors.extend(unsent.into_iter().map(|(_, e)| e));
     }
 
     fn emit_launch_metrics(

@@ -32,6 +32,7 @@ pub mod ledger;
 pub mod lookup;
 pub mod messages;
 pub mod metrics;
+pub mod provisioner;
 pub mod scaler;
 pub mod settings;
 

@@ -5,11 +5,11 @@ use hangar_aws::dynamo::DynamoLedger;
 use hangar_aws::ec2::Ec2Fleet;
 use hangar_aws::launch_log::DynamoLaunchLog;
 use hangar_aws::reexports::{dynamodb, ec2, sqs, ssm};
-use hangar_aws::sqs::SqsScaleQueue;
+use hangar_aws::sqs::{SqsProvisionQueue, SqsScaleQueue};
 use hangar_aws::ssm::{SsmConfigSource, SsmJitStore};
 use hangar_core::ledger::JobLedger;
-use hangar_core::ports::LaunchLog;
 use hangar_core::ports::SystemClock;
+use hangar_core::ports::{LaunchLog, ProvisionQueue};
 use hangar_github::{GithubClient, GithubConfig};
 use hangar_scaler::lookup::Ec2InstanceLookup;
 use hangar_scaler::settings::Settings;
@@ -70,12 +70,18 @@ async fn main() -> Result<(), Error> {
         launches: settings.ledger_table.as_ref().map(|table| -> Arc<dyn LaunchLog> {
             Arc::new(DynamoLaunchLog::new(dynamodb::Client::new(&sdk), table.clone()))
         }),
+        provisioning: settings.provision_queue_url.as_ref().map(|url| -> Arc<dyn ProvisionQueue> {
+            Arc::new(SqsProvisionQueue::new(sqs::Client::new(&sdk), url.clone()))
+        }),
         config: settings.config,
     }));
 
     run(service_fn(move |event: LambdaEvent<Value>| {
         let scaler = Arc::clone(&scaler);
-        async move { scaler.handle(event.payload).await.map_err(|e: ScalerError| e) }
+        // Lambda's deadline, on the tokio clock: the provisioner's waits end before it.
+        let left = event.context.deadline().duration_since(std::time::SystemTime::now()).unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + left;
+        async move { scaler.handle_until(event.payload, Some(deadline)).await.map_err(|e: ScalerError| e) }
     }))
     .await
 }

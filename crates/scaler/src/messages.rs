@@ -1,7 +1,9 @@
 //! The messages of the scale queue that only the scaler writes and reads (the webhook's are
 //! [`QueueMessage`]s; the `kind` keeps them apart), and a batch's records parsed.
 
-use hangar_core::ids::{InstanceId, JobId, PoolName};
+use chrono::{DateTime, Utc};
+use hangar_core::config::CapacityType;
+use hangar_core::ids::{InstallationId, InstanceId, JobId, PoolName, RepoFullName};
 use hangar_core::message::{MessageError, QueueMessage, MAX_MESSAGE_BYTES};
 use hangar_core::planner::DeadClaim;
 use hangar_core::ports::OutboundMessage;
@@ -67,6 +69,18 @@ enum ScalerMessage {
         #[serde(default, skip_serializing_if = "is_zero")]
         retry: u32,
     },
+    /// One launched instance for the provisioner (see [`Provision`]).
+    Provision {
+        pool: PoolName,
+        instance: InstanceId,
+        capacity_type: CapacityType,
+        instance_type: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        repository: Option<RepoFullName>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        installation_id: Option<InstallationId>,
+        launched_at_ms: i64,
+    },
     ReplaceDead {
         pool: PoolName,
         job: JobId,
@@ -83,6 +97,13 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// Only ids EC2 could have issued: the id goes into tags, dedup ids and parameter names.
+fn is_instance_id(id: &InstanceId) -> bool {
+    id.as_str()
+        .strip_prefix("i-")
+        .is_some_and(|hex| !hex.is_empty() && hex.len() <= 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// A scaler-written message, or `None` for anything else (and for bodies over the limit).
 fn parse_scaler_message(body: &str) -> Option<Inbound> {
     if body.len() > MAX_MESSAGE_BYTES {
@@ -91,10 +112,39 @@ fn parse_scaler_message(body: &str) -> Option<Inbound> {
     Some(match serde_json::from_str(body).ok()? {
         ScalerMessage::WarmPoolTopUp { pool } => Inbound::TopUp(pool),
         ScalerMessage::Tick { pool, reconcile, retry } => Inbound::Tick { pool, reconcile, retry },
+        ScalerMessage::Provision {
+            pool,
+            instance,
+            capacity_type,
+            instance_type,
+            repository,
+            installation_id,
+            launched_at_ms,
+        } => {
+            let type_ok = !instance_type.is_empty()
+                && instance_type.len() <= 64
+                && instance_type.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            let repo_ok = repository.as_ref().is_none_or(|r| {
+                r.as_str().len() <= 200
+                    && r.as_str().split('/').count() == 2
+                    && r.as_str().split('/').all(|p| !p.is_empty())
+                    && !r.as_str().chars().any(char::is_control)
+            });
+            if !is_instance_id(&instance) || !type_ok || !repo_ok {
+                return None;
+            }
+            let launched_at = DateTime::from_timestamp_millis(launched_at_ms)?;
+            Inbound::Provision(Provision {
+                pool,
+                instance,
+                capacity_type,
+                instance_type,
+                repository: repository.map(|r| (r, installation_id)),
+                launched_at,
+            })
+        }
         ScalerMessage::ReplaceDead { pool, job, instance, displaced, requeues } => {
-            // Only ids EC2 could have issued: the id goes into a tag and a dedup id.
-            let hex = instance.as_str().strip_prefix("i-")?;
-            if hex.is_empty() || hex.len() > 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !is_instance_id(&instance) {
                 return None;
             }
             Inbound::Replace(ReplaceDead { pool, claim: DeadClaim { job, instance, displaced }, requeues })
@@ -123,6 +173,42 @@ pub(crate) enum Inbound {
     TopUp(PoolName),
     Replace(ReplaceDead),
     Tick { pool: PoolName, reconcile: bool, retry: u32 },
+    Provision(Provision),
+}
+
+/// One launched instance whose JIT config the provisioner makes while it boots (the counting
+/// path with a provisioning queue; see [`crate::provisioner`]). The pool's batch sends one per
+/// instance right after its CreateFleet, on the standard provisioning queue, so the pool's FIFO
+/// group never waits on GitHub. IAM: `sqs:SendMessage` on the provisioning queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provision {
+    pub pool: PoolName,
+    pub instance: InstanceId,
+    pub capacity_type: CapacityType,
+    pub instance_type: String,
+    /// A repository-scoped runner's repository, with the installation its job came from.
+    pub repository: Option<(RepoFullName, Option<InstallationId>)>,
+    /// When CreateFleet returned it: the provisioning delay is measured from here.
+    pub launched_at: DateTime<Utc>,
+}
+
+impl Provision {
+    pub fn to_json(&self) -> String {
+        let (repository, installation_id) = match &self.repository {
+            Some((r, i)) => (Some(r.clone()), *i),
+            None => (None, None),
+        };
+        serde_json::to_string(&ScalerMessage::Provision {
+            pool: self.pool.clone(),
+            instance: self.instance.clone(),
+            capacity_type: self.capacity_type,
+            instance_type: self.instance_type.clone(),
+            repository,
+            installation_id,
+            launched_at_ms: self.launched_at.timestamp_millis(),
+        })
+        .expect("serialises")
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -261,5 +347,68 @@ mod tests {
         assert!(parse_scaler_message(&padded).is_none(), "oversized");
         // Refused here means the batch reports it as failed: it is not a webhook message either.
         assert!(parse_body(hostile[0]).is_err());
+    }
+
+    fn provision() -> Provision {
+        Provision {
+            pool: PoolName::from("linux"),
+            instance: InstanceId::from("i-0abc123def4567890"),
+            capacity_type: CapacityType::Spot,
+            instance_type: "m7g.large".into(),
+            repository: Some((RepoFullName::from("octo-org/app"), Some(InstallationId(7)))),
+            launched_at: DateTime::from_timestamp_millis(1_796_309_724_595).unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_provisioning_message_round_trips() {
+        for p in [provision(), Provision { repository: None, ..provision() }] {
+            match parse_body(&p.to_json()) {
+                Ok(Inbound::Provision(back)) => assert_eq!(back, p),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(!provision().to_json().contains("installation_id\":null"), "absent, not null");
+    }
+
+    #[test]
+    fn hostile_provisioning_messages_are_refused() {
+        let ok = provision().to_json();
+        let v: serde_json::Value = serde_json::from_str(&ok).unwrap();
+        let with = |k: &str, x: serde_json::Value| {
+            let mut v = v.clone();
+            v[k] = x;
+            v.to_string()
+        };
+        let without = |k: &str| {
+            let mut v = v.clone();
+            v.as_object_mut().unwrap().remove(k);
+            v.to_string()
+        };
+        let hostile = [
+            with("instance", "i-zz".into()),
+            with("instance", "../../etc/passwd".into()),
+            with("instance", format!("i-{}", "a".repeat(33)).into()),
+            with("instance_type", "".into()),
+            with("instance_type", "m5.large\nX".into()),
+            with("instance_type", "x".repeat(65).into()),
+            with("repository", "octo-org".into()),
+            with("repository", "octo-org/app/extra".into()),
+            with("repository", "/app".into()),
+            with("repository", "octo-org/a\u{0}pp".into()),
+            with("repository", format!("o/{}", "a".repeat(200)).into()),
+            with("capacity_type", "reserved".into()),
+            with("launched_at_ms", "yesterday".into()),
+            with("launched_at_ms", serde_json::json!(i64::MAX)),
+            with("extra", 1.into()),
+            without("pool"),
+            without("instance"),
+            without("launched_at_ms"),
+            format!("{ok}{}", " ".repeat(MAX_MESSAGE_BYTES)),
+        ];
+        for body in &hostile {
+            assert!(parse_scaler_message(body).is_none(), "{body:.200}");
+            assert!(parse_body(body).is_err(), "not a webhook message either: {body:.200}");
+        }
     }
 }

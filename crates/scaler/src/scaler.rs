@@ -76,6 +76,10 @@ pub struct ScalerParts {
     /// Launches recorded for the counting path's plans, which count them until
     /// `DescribeInstances` lists them. `None`: plans see EC2's answer alone.
     pub launches: Option<Arc<dyn hangar_core::ports::LaunchLog>>,
+    /// The provisioning queue: on the counting path, launched instances get their JIT configs
+    /// from the provisioner ([`crate::provisioner`]) instead of inside the pool's batch. `None`:
+    /// the batch provisions them itself.
+    pub provisioning: Option<Arc<dyn hangar_core::ports::ProvisionQueue>>,
 }
 
 pub struct Scaler {
@@ -170,6 +174,16 @@ impl Scaler {
     /// `batchItemFailures` and never fail as a whole; other events fail with a
     /// [`ScalerError`] that says whether a retry can help.
     pub async fn handle(&self, payload: Value) -> Result<Value, ScalerError> {
+        self.handle_until(payload, None).await
+    }
+
+    /// [`Scaler::handle`] within the invocation's deadline (Lambda's `Context::deadline`): the
+    /// provisioner's waits end before it and hand what is left back to the queue.
+    pub async fn handle_until(
+        &self,
+        payload: Value,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Value, ScalerError> {
         let event = detect(&payload).map_err(|e| {
             tracing::warn!(error = %e, "event refused");
             match e {
@@ -179,7 +193,7 @@ impl Scaler {
         })?;
         match event {
             ScalerEvent::Sqs(records) => {
-                let resp = self.handle_sqs(records).await;
+                let resp = self.handle_sqs_until(records, deadline).await;
                 Ok(serde_json::to_value(resp).expect("batch response serialises"))
             }
             ScalerEvent::Schedule if self.p.options.counting => self.reconcile_by_ticks().await,
@@ -193,8 +207,17 @@ impl Scaler {
     /// once and executed, and the batch response names exactly the messages whose work was not
     /// done (unparseable, unknown pool, or an action they needed failed).
     pub async fn handle_sqs(&self, records: Vec<SqsRecord>) -> SqsBatchResponse {
+        self.handle_sqs_until(records, None).await
+    }
+
+    async fn handle_sqs_until(
+        &self,
+        records: Vec<SqsRecord>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> SqsBatchResponse {
         let mut failed: BTreeSet<String> = BTreeSet::new();
         let mut by_pool: BTreeMap<PoolName, Vec<Item>> = BTreeMap::new();
+        let mut provisions: Vec<Item> = Vec::new();
         for r in records {
             let inbound = match parse_body(&r.body) {
                 Ok(i) => i,
@@ -208,17 +231,24 @@ impl Scaler {
                 Inbound::Queue(m) => m.pool().clone(),
                 Inbound::TopUp(p) | Inbound::Tick { pool: p, .. } => p.clone(),
                 Inbound::Replace(r) => r.pool.clone(),
+                Inbound::Provision(p) => p.pool.clone(),
             };
             if self.p.config.pool(&pool).is_none() {
                 tracing::warn!(message_id = %r.message_id, pool = %pool, "message for a pool not in the configuration");
                 failed.insert(r.message_id);
                 continue;
             }
-            by_pool.entry(pool).or_default().push(Item {
-                message_id: r.message_id,
-                receive_count: r.receive_count,
-                inbound,
-            });
+            let provision = matches!(inbound, Inbound::Provision(_));
+            let item = Item { message_id: r.message_id, receive_count: r.receive_count, inbound };
+            if provision {
+                // The standard provisioning queue's: no group, no order, each on its own.
+                provisions.push(item);
+            } else {
+                by_pool.entry(pool).or_default().push(item);
+            }
+        }
+        if !provisions.is_empty() {
+            failed.extend(self.provision_batch(provisions, deadline).await);
         }
 
         let work = by_pool.into_iter().map(|(pool, items)| async move {
@@ -442,6 +472,8 @@ impl Scaler {
                             && !requeued.contains(&j))
                 }
                 Inbound::TopUp(_) | Inbound::Tick { .. } => exec.warm_failed,
+                // Never in a pool's batch: handle_sqs hands them to the provisioner.
+                Inbound::Provision(_) => false,
                 Inbound::Replace(r) => {
                     exec.failed_jobs.contains(&r.claim.job)
                         || (unserved.contains(&r.claim.job)

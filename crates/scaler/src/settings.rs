@@ -17,6 +17,10 @@ pub mod env {
     pub const NAMESPACE: &str = "HANGAR_METRICS_NAMESPACE";
     /// The scale queue (FIFO), where reconcile sends warm-pool top-ups.
     pub const QUEUE_URL: &str = "HANGAR_QUEUE_URL";
+    /// The provisioning queue (SQS standard, the stack's `ProvisionQueue`): on the counting
+    /// path, launched instances' JIT configs are made by the provisioner from it. Unset: the
+    /// pool's batch makes them. See [`crate::provisioner`].
+    pub const PROVISION_QUEUE_URL: &str = "HANGAR_PROVISION_QUEUE_URL";
     /// The job ledger's DynamoDB table (the stack's `JobLedgerTable`). Unset: no ledger.
     pub const LEDGER_TABLE: &str = "HANGAR_LEDGER_TABLE";
     /// `counting`: plan from the job ledger (needs [`LEDGER_TABLE`]); `earmarks` (the
@@ -46,6 +50,7 @@ pub struct Settings {
     pub jit_prefix: Option<String>,
     pub namespace: String,
     pub queue_url: String,
+    pub provision_queue_url: Option<String>,
     pub ledger_table: Option<String>,
     /// Plan with the counting planner from the ledger ([`env::PLANNER`] `counting`).
     pub counting: bool,
@@ -137,6 +142,7 @@ impl Settings {
             jit_prefix: get(env::JIT_PARAMETER_PREFIX),
             namespace: get(env::NAMESPACE).unwrap_or_else(|| "Hangar".into()),
             queue_url,
+            provision_queue_url: get(env::PROVISION_QUEUE_URL),
             ledger_table,
             counting,
             instance_arn_prefix: get(env::INSTANCE_ARN_PREFIX),

@@ -122,6 +122,9 @@ pub struct Options {
     pub boot_timeout_secs: u64,
     /// The counting planner ([`hangar_scaler::counting`]) in place of the earmark planner.
     pub counting: bool,
+    /// A provisioning queue (SQS standard): launched instances' JIT configs are made by
+    /// [`Env::provisioner`] from its messages, not by the pool's batch.
+    pub provisioning: bool,
 }
 
 impl Default for Options {
@@ -135,6 +138,7 @@ impl Default for Options {
             idle_timeout_secs: 600,
             boot_timeout_secs: 300,
             counting: false,
+            provisioning: false,
         }
     }
 }
@@ -163,6 +167,7 @@ struct PartsSource {
     ec2_attempts: u32,
     ledger_table: String,
     counting: bool,
+    provision_queue_url: Option<String>,
 }
 
 impl Env {
@@ -215,6 +220,18 @@ impl Env {
             .expect("queue")
             .queue_url
             .expect("url");
+        let provision_queue_url = match opts.provisioning {
+            true => Some(
+                sqs.create_queue()
+                    .queue_name(unique("provision"))
+                    .send()
+                    .await
+                    .expect("provision queue")
+                    .queue_url
+                    .expect("url"),
+            ),
+            false => None,
+        };
         let prefix = format!("/{}/jit", unique("hangar-test"));
         let ledger_table = unique("ledger");
         hangar_aws::dynamo::create_table(&dynamodb::Client::new(&direct), &ledger_table)
@@ -227,6 +244,7 @@ impl Env {
             ec2_attempts: opts.ec2_attempts,
             ledger_table,
             counting: opts.counting,
+            provision_queue_url,
         };
         let metrics = Arc::new(Metrics::in_memory("HangarTest"));
         let scaler = Arc::new(build(&parts, &config, &queue_url, &prefix, metrics.clone()).await);
@@ -245,6 +263,10 @@ impl Env {
     pub async fn ledger(&self) -> DynamoLedger {
         let direct = aws_config_for(&moto().endpoint()).await;
         DynamoLedger::new(dynamodb::Client::new(&direct), self.parts.ledger_table.clone())
+    }
+
+    pub fn provision_queue_url(&self) -> Option<&str> {
+        self.parts.provision_queue_url.as_deref()
     }
 
     pub fn pool_name(&self) -> PoolName {
@@ -331,6 +353,70 @@ impl Env {
         self.proxy.counts().values().sum()
     }
 
+    /// What the provisioner's event source does with the provisioning queue: hands the scaler
+    /// every message there as one SQS batch, deletes those it did not report failed, and makes
+    /// the failed ones visible again at once (the visibility timeout, elapsed). Returns
+    /// `(messages handled, ids reported failed)`.
+    pub async fn provisioner(&self) -> (usize, Vec<String>) {
+        self.provisioner_until(None).await
+    }
+
+    /// [`Env::provisioner`] with the invocation's deadline.
+    pub async fn provisioner_until(&self, deadline: Option<tokio::time::Instant>) -> (usize, Vec<String>) {
+        let url = self.parts.provision_queue_url.as_deref().expect("Options::provisioning");
+        let mut msgs = Vec::new();
+        for _ in 0..5 {
+            let got = self
+                .sqs
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(0)
+                .message_system_attribute_names(sqs::types::MessageSystemAttributeName::All)
+                .send()
+                .await
+                .expect("receive");
+            let got = got.messages.unwrap_or_default();
+            if got.is_empty() {
+                break;
+            }
+            msgs.extend(got);
+        }
+        let records: Vec<(String, String, u32)> = msgs
+            .iter()
+            .map(|m| {
+                let count = m
+                    .attributes()
+                    .and_then(|a| a.get(&sqs::types::MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1);
+                (m.message_id().unwrap().to_owned(), m.body().unwrap().to_owned(), count)
+            })
+            .collect();
+        if records.is_empty() {
+            return (0, Vec::new());
+        }
+        let refs: Vec<(&str, String, u32)> =
+            records.iter().map(|(i, b, c)| (i.as_str(), b.clone(), *c)).collect();
+        let failed = failures(&self.scaler.handle_until(sqs_event(&refs), deadline).await.expect("handled"));
+        for m in &msgs {
+            let handle = m.receipt_handle().unwrap();
+            if failed.iter().any(|f| Some(f.as_str()) == m.message_id()) {
+                self.sqs
+                    .change_message_visibility()
+                    .queue_url(url)
+                    .receipt_handle(handle)
+                    .visibility_timeout(0)
+                    .send()
+                    .await
+                    .expect("visibility");
+            } else {
+                self.sqs.delete_message().queue_url(url).receipt_handle(handle).send().await.expect("delete");
+            }
+        }
+        (records.len(), failed)
+    }
+
     /// Messages waiting in the scale queue (removed), as `(message id, body, receive count)`.
     pub async fn drain_queue(&self) -> Vec<(String, String, u32)> {
         let mut out = Vec::new();
@@ -408,6 +494,11 @@ async fn build(
             dynamodb::Client::new(&fast(3)),
             src.ledger_table.clone(),
         ))),
+        provisioning: src.provision_queue_url.as_ref().map(
+            |url| -> Arc<dyn hangar_core::ports::ProvisionQueue> {
+                Arc::new(hangar_aws::sqs::SqsProvisionQueue::new(sqs::Client::new(&fast(3)), url.clone()))
+            },
+        ),
     })
 }
 

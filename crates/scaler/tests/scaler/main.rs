@@ -6,6 +6,7 @@ mod concurrency;
 mod counting;
 mod events;
 mod ledger;
+mod provisioning;
 mod reconcile;
 mod scale_up;
 mod spot;
