@@ -28,9 +28,11 @@ use hangar_core::ports::{LaunchedInstance, PortError};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Receives of one provisioning message before its instance is given up on. With the stack's
-/// visibility timeout this spans minutes of retries, within a real runner's JIT deadline.
-pub const MAX_PROVISION_RECEIVES: u32 = 5;
+/// Receives of one provisioning message before its instance is given up on: the stack's
+/// `ProvisionQueue` redrive `maxReceiveCount`, so the give-up (terminate at once) comes on the
+/// last receive, before SQS would move the message to the dead-letter queue. With the stack's
+/// 180 s visibility timeout that spans about six minutes, within a runner's JIT deadline.
+pub const MAX_PROVISION_RECEIVES: u32 = 3;
 
 /// Left of the invocation for answering: the batch response must reach Lambda before the
 /// deadline, or every message of the batch is retried and the invocation counts as timed out.
