@@ -1,6 +1,6 @@
 //! Creates in moto what `infra/template.yaml` creates in AWS: the runner network, the launch
-//! template, the FIFO scale queue with its dead-letter queue, and the SSM parameters (pool
-//! configuration, webhook secret, GitHub App key, runner AMI).
+//! template, the FIFO scale queue and the standard provisioning queue, each with its dead-letter
+//! queue, and the SSM parameters (pool configuration, webhook secret, GitHub App key, runner AMI).
 
 use anyhow::Context;
 use aws_sdk_ec2::types::{
@@ -17,6 +17,23 @@ use std::collections::BTreeMap;
 /// demo's visibility is 5 s, so it allows 60 receives (5 minutes), keeping a retried message alive
 /// through a GitHub outage or a throttling storm the way the deployed queue does.
 const MAX_RECEIVE_COUNT: u32 = 60;
+
+/// The provisioning queue gives a message 3 receives, as the stack's `ProvisionQueue` does, and
+/// not a count scaled to the demo's shorter visibility like [`MAX_RECEIVE_COUNT`]: what matters
+/// here is not how long a message lives but on which receive it goes. The provisioner gives an
+/// instance up (terminates it at once) on the receive its `MAX_PROVISION_RECEIVES` (3) names,
+/// which the stack makes its `maxReceiveCount` so that the give-up comes before the dead-letter
+/// queue takes the message. Fewer here, and the dead-letter queue would take messages the
+/// provisioner still retries; more, and a message whose invocations crash or time out would
+/// come back more often than in AWS.
+pub const PROVISION_MAX_RECEIVE_COUNT: u32 = 3;
+
+/// The stack's `ProvisionQueue` retention (600 s: a message older than a runner's JIT deadline
+/// is for an instance that is gone or going).
+const PROVISION_RETENTION_SECS: u32 = 600;
+
+pub const PROVISION_QUEUE: &str = "hangar-demo-provision";
+pub const PROVISION_DLQ: &str = "hangar-demo-provision-dlq";
 
 pub const CONFIG_PARAMETER: &str = "/hangar/hangar-demo/config";
 pub const SECRET_PARAMETER: &str = "/hangar/webhook-secret";
@@ -52,6 +69,10 @@ pub async fn ledger_queued(
 pub struct Stack {
     pub queue_url: String,
     pub dlq_url: String,
+    /// The provisioning queue (standard), where the counting planner's scaler sends one message
+    /// per launched instance for the provisioner.
+    pub provision_queue_url: String,
+    pub provision_dlq_url: String,
     pub launch_templates: BTreeMap<String, String>,
     pub subnets: BTreeMap<String, String>,
     /// The configuration as deployed (subnet names and the GitHub URL filled in).
@@ -194,18 +215,7 @@ pub async fn create(
         .await
         .context("CreateQueue (dead-letter)")?;
     let dlq_url = dlq.queue_url().context("no DLQ url")?.to_owned();
-    let attrs = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .context("GetQueueAttributes (DLQ)")?;
-    let dlq_arn = attrs
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-        .context("DLQ has no ARN")?
-        .clone();
+    let dlq_arn = queue_arn(sqs, &dlq_url).await?;
     let redrive = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT })
         .to_string();
     let q = sqs
@@ -222,6 +232,8 @@ pub async fn create(
         .await
         .context("CreateQueue (scale)")?;
     let queue_url = q.queue_url().context("no queue url")?.to_owned();
+    let (provision_queue_url, provision_dlq_url) =
+        create_provision_queue(sqs, input.visibility_timeout_secs).await?;
 
     let config = localise(input.config.clone(), &subnets, input.api_url, input.app_id);
     config.validate().context("the localised pool configuration")?;
@@ -238,7 +250,58 @@ pub async fn create(
             .await
             .with_context(|| format!("PutParameter {name}"))?;
     }
-    Ok(Stack { queue_url, dlq_url, launch_templates, subnets, config })
+    Ok(Stack {
+        queue_url,
+        dlq_url,
+        provision_queue_url,
+        provision_dlq_url,
+        launch_templates,
+        subnets,
+        config,
+    })
+}
+
+/// The stack's `ProvisionQueue` and `ProvisionDeadLetterQueue`: standard queues (the messages
+/// are independent, one instance each, and need no order), with the demo's visibility timeout.
+/// Returns (queue URL, dead-letter queue URL).
+async fn create_provision_queue(
+    sqs: &aws_sdk_sqs::Client,
+    visibility_timeout_secs: u32,
+) -> anyhow::Result<(String, String)> {
+    let dlq = sqs
+        .create_queue()
+        .queue_name(PROVISION_DLQ)
+        .attributes(QueueAttributeName::MessageRetentionPeriod, "1209600")
+        .send()
+        .await
+        .context("CreateQueue (provisioning dead-letter)")?;
+    let dlq_url = dlq.queue_url().context("no provisioning DLQ url")?.to_owned();
+    let dlq_arn = queue_arn(sqs, &dlq_url).await?;
+    let redrive =
+        serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": PROVISION_MAX_RECEIVE_COUNT })
+            .to_string();
+    let q = sqs
+        .create_queue()
+        .queue_name(PROVISION_QUEUE)
+        .attributes(QueueAttributeName::VisibilityTimeout, visibility_timeout_secs.to_string())
+        .attributes(QueueAttributeName::MessageRetentionPeriod, PROVISION_RETENTION_SECS.to_string())
+        .attributes(QueueAttributeName::RedrivePolicy, redrive)
+        .send()
+        .await
+        .context("CreateQueue (provisioning)")?;
+    let url = q.queue_url().context("no provisioning queue url")?.to_owned();
+    Ok((url, dlq_url))
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> anyhow::Result<String> {
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .with_context(|| format!("GetQueueAttributes ({url})"))?;
+    attrs.attributes().and_then(|a| a.get(&QueueAttributeName::QueueArn)).cloned().context("queue has no ARN")
 }
 
 /// JIT parameters still stored under the prefix.
