@@ -1,8 +1,11 @@
-//! What Lambda's SQS event source mapping and the EventBridge schedule do for the scaler in AWS:
-//! poll the FIFO queue, hand batches of up to 10 messages to the function in the SQS event
-//! shape (one batch per message group at a time, in order), delete what succeeded, leave
-//! `batchItemFailures` (and everything after them in their group) to reappear after the
-//! visibility timeout, and send a `Scheduled Event` every reconcile period.
+//! What Lambda's SQS event source mappings and the EventBridge schedule do in AWS: poll a queue,
+//! hand batches of up to 10 messages to the function in the SQS event shape, delete what
+//! succeeded, leave `batchItemFailures` to reappear after the visibility timeout (see
+//! [`deletable`]), and send the scaler a `Scheduled Event` every reconcile period.
+//! - A FIFO queue (its name ends in `.fifo`: the scale queue): one batch per message group at a
+//!   time, in order; after a failed message, the rest of its group stays too.
+//! - A standard queue (the provisioning queue): no groups, any number of batches in flight up to
+//!   the mapping's concurrency, and exactly the failed messages stay.
 
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use serde_json::{json, Value};
@@ -95,10 +98,17 @@ pub struct Esm {
     /// the batch's deletes no longer match them.
     pub inflight_visibility: i32,
     pub stats: Mutex<EsmStats>,
+    /// A FIFO queue: message groups, one batch per group in flight, order kept.
+    fifo: bool,
+    /// FIFO: the message groups of the batches in flight.
     groups: Mutex<HashSet<String>>,
+    /// Batches handed to the function and not finished yet.
+    in_flight: AtomicUsize,
 }
 
 impl Esm {
+    /// A mapping on the queue at `queue_url`; a FIFO queue if its name ends in `.fifo` (SQS
+    /// requires that of FIFO queues, and only of them).
     pub fn new(
         sqs: aws_sdk_sqs::Client,
         queue_url: String,
@@ -108,6 +118,7 @@ impl Esm {
         inflight_visibility: i32,
     ) -> Self {
         Esm {
+            fifo: queue_url.ends_with(".fifo"),
             sqs,
             queue_url,
             invoker,
@@ -116,12 +127,13 @@ impl Esm {
             inflight_visibility: inflight_visibility.max(visibility_timeout),
             stats: Mutex::new(EsmStats::default()),
             groups: Mutex::new(HashSet::new()),
+            in_flight: AtomicUsize::new(0),
         }
     }
 
-    /// Batches handed to the function and not finished yet (one per message group).
+    /// Batches handed to the function and not finished yet.
     pub fn batches_in_flight(&self) -> usize {
-        self.groups.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     pub fn stats(&self) -> EsmStats {
@@ -197,19 +209,23 @@ impl Esm {
                 continue;
             }
             // One batch per message group in flight, as Lambda does for FIFO queues; moto
-            // should not hand out a busy group, this makes sure.
-            let (mine, busy): (Vec<Message>, Vec<Message>) = {
+            // should not hand out a busy group, this makes sure. A standard queue has no
+            // groups: every batch received goes, up to the mapping's concurrency (the permits).
+            let (mine, busy): (Vec<Message>, Vec<Message>) = if self.fifo {
                 let mut g = self.groups.lock().unwrap_or_else(|e| e.into_inner());
                 let batch_groups: HashSet<String> = msgs.iter().map(Self::group_of).collect();
                 let free: HashSet<String> =
                     batch_groups.iter().filter(|x| !g.contains(*x)).cloned().collect();
                 g.extend(free.iter().cloned());
                 msgs.into_iter().partition(|m| free.contains(&Self::group_of(m)))
+            } else {
+                (msgs, Vec::new())
             };
             self.set_visibility(&busy.iter().collect::<Vec<_>>(), 0).await;
             if mine.is_empty() {
                 continue;
             }
+            self.in_flight.fetch_add(1, Ordering::SeqCst);
             let me = Arc::clone(&self);
             tokio::spawn(async move {
                 me.handle_batch(mine).await;
@@ -267,20 +283,18 @@ impl Esm {
                     })
                     .unwrap_or_default();
                 self.bump(|s| s.item_failures += failed.len() as u64);
-                // FIFO: nothing after a failed message of the same group may be deleted.
-                let mut blocked: HashSet<String> = HashSet::new();
-                let mut keep = Vec::new();
-                for m in &msgs {
-                    let g = Self::group_of(m);
-                    if failed.contains(m.message_id().unwrap_or_default()) {
-                        blocked.insert(g);
-                    } else if !blocked.contains(&g) {
+                let batch: Vec<(&str, String)> =
+                    msgs.iter().map(|m| (m.message_id().unwrap_or_default(), Self::group_of(m))).collect();
+                let batch: Vec<(&str, &str)> = batch.iter().map(|(id, g)| (*id, g.as_str())).collect();
+                let delete = deletable(self.fifo, &batch, &failed);
+                let (mut keep, mut retry) = (Vec::new(), Vec::new());
+                for (m, d) in msgs.iter().zip(delete) {
+                    if d {
                         keep.push(m);
+                    } else {
+                        retry.push(m);
                     }
                 }
-                let kept: HashSet<&str> = keep.iter().filter_map(|m| m.message_id()).collect();
-                let retry: Vec<&Message> =
-                    msgs.iter().filter(|m| !kept.contains(m.message_id().unwrap_or_default())).collect();
                 self.retry_later(&retry).await;
                 keep
             }
@@ -312,11 +326,42 @@ impl Esm {
                 Err(e) => tracing::warn!(error = ?e, "esm: DeleteMessageBatch failed"),
             }
         }
-        let mut g = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        for x in groups {
-            g.remove(&x);
+        if self.fifo {
+            let mut g = self.groups.lock().unwrap_or_else(|e| e.into_inner());
+            for x in groups {
+                g.remove(&x);
+            }
         }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// Which messages of a batch the mapping deletes, in the batch's order (`true`: delete), once
+/// the function has answered with `failed`, the ids of its `batchItemFailures`; the others
+/// reappear after the visibility timeout. `batch` is each message's (id, message group).
+///
+/// With `ReportBatchItemFailures`, Lambda makes "only the failed messages visible again"
+/// (https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html, "Implementing
+/// partial batch responses"): on a standard queue, every message not reported is deleted, and
+/// exactly the reported ones stay. For a FIFO queue the same page asks the function to stop at
+/// its first failure and report it with everything after it, to keep the queue's order; the
+/// emulator holds any function to that: after a failed message, nothing later in its message
+/// group is deleted, reported or not.
+pub fn deletable(fifo: bool, batch: &[(&str, &str)], failed: &HashSet<String>) -> Vec<bool> {
+    let mut blocked: HashSet<&str> = HashSet::new();
+    batch
+        .iter()
+        .map(|&(id, group)| {
+            if failed.contains(id) {
+                if fifo {
+                    blocked.insert(group);
+                }
+                false
+            } else {
+                !blocked.contains(group)
+            }
+        })
+        .collect()
 }
 
 /// An EventBridge `Scheduled Event`, as the reconcile rule sends it.
@@ -400,6 +445,45 @@ pub async fn ec2_events(
                     tracing::debug!(error = %e, "esm: EC2 event invocation failed");
                 }
             });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deletable;
+    use std::collections::HashSet;
+
+    fn failed(ids: &[&str]) -> HashSet<String> {
+        ids.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    // (id, group): two groups interleaved, as a FIFO batch may hold them.
+    const BATCH: [(&str, &str); 5] = [("a1", "a"), ("b1", "b"), ("a2", "a"), ("b2", "b"), ("a3", "a")];
+
+    #[test]
+    fn a_standard_queue_keeps_exactly_the_reported_failures() {
+        assert_eq!(deletable(false, &BATCH, &failed(&["a1"])), [false, true, true, true, true]);
+        assert_eq!(deletable(false, &BATCH, &failed(&["b1", "a3"])), [true, false, true, true, false]);
+        // Groups mean nothing on a standard queue (its messages have none: all "").
+        let plain = [("m1", ""), ("m2", ""), ("m3", "")];
+        assert_eq!(deletable(false, &plain, &failed(&["m1"])), [false, true, true]);
+    }
+
+    #[test]
+    fn a_fifo_queue_keeps_the_rest_of_a_failed_messages_group() {
+        // a1 failed: a2 and a3 stay though reported as done; group b is not held up.
+        assert_eq!(deletable(true, &BATCH, &failed(&["a1"])), [false, true, false, true, false]);
+        // b2 failed: only what follows it in b (nothing); a's messages go.
+        assert_eq!(deletable(true, &BATCH, &failed(&["b2"])), [true, true, true, false, true]);
+        // Messages before the failure in its group go.
+        assert_eq!(deletable(true, &BATCH, &failed(&["a2"])), [true, true, false, true, false]);
+    }
+
+    #[test]
+    fn no_failures_deletes_everything_on_either_kind() {
+        for fifo in [false, true] {
+            assert_eq!(deletable(fifo, &BATCH, &failed(&[])), [true; 5]);
         }
     }
 }
