@@ -12,6 +12,7 @@ use hangar_core::ports::SystemClock;
 use hangar_core::ports::{LaunchLog, ProvisionQueue};
 use hangar_github::{GithubClient, GithubConfig};
 use hangar_scaler::lookup::Ec2InstanceLookup;
+use hangar_scaler::provisioner::time_left;
 use hangar_scaler::settings::Settings;
 use hangar_scaler::{Metrics, Scaler, ScalerError, ScalerOptions, ScalerParts};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
@@ -55,6 +56,7 @@ async fn main() -> Result<(), Error> {
         settings.config.github.app_id,
         app_key,
     ))?;
+    let fallback = settings.function_timeout;
     let scaler = Arc::new(Scaler::new(ScalerParts {
         fleet: Arc::new(Ec2Fleet::new(ec2_client.clone())),
         jit: Arc::new(jit),
@@ -79,9 +81,9 @@ async fn main() -> Result<(), Error> {
     run(service_fn(move |event: LambdaEvent<Value>| {
         let scaler = Arc::clone(&scaler);
         // Lambda's deadline, on the tokio clock: the provisioner's waits end before it.
-        let left = event.context.deadline().duration_since(std::time::SystemTime::now()).unwrap_or_default();
-        let deadline = tokio::time::Instant::now() + left;
-        async move { scaler.handle_until(event.payload, Some(deadline)).await.map_err(|e: ScalerError| e) }
+        let left = time_left(event.context.deadline(), std::time::SystemTime::now(), fallback);
+        let deadline = left.map(|l| tokio::time::Instant::now() + l);
+        async move { scaler.handle_until(event.payload, deadline).await.map_err(|e: ScalerError| e) }
     }))
     .await
 }

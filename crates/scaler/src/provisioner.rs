@@ -41,6 +41,21 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(1500);
 /// Provisioning messages handled at once in one invocation: one SQS batch (10).
 const PROVISION_CONCURRENCY: usize = 10;
 
+/// Time left of an invocation, from the `lambda-runtime-deadline-ms` Lambda sends. A deadline
+/// that is not in the future at the start of an invocation never comes from Lambda; `cargo
+/// lambda watch` (the local runtime) sends a fixed `600000`, i.e. 1970. Then `fallback` (the
+/// function's timeout, `HANGAR_FUNCTION_TIMEOUT_SECS`) is used, or no bound at all.
+pub fn time_left(
+    deadline: std::time::SystemTime,
+    now: std::time::SystemTime,
+    fallback: Option<Duration>,
+) -> Option<Duration> {
+    match deadline.duration_since(now) {
+        Ok(left) if !left.is_zero() => Some(left),
+        _ => fallback,
+    }
+}
+
 impl Scaler {
     /// Sends one provisioning message per launched instance; returns the instances whose message
     /// could not be sent, with why. IAM: `sqs:SendMessage` on the provisioning queue.
@@ -135,5 +150,24 @@ impl Scaler {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn time_left_trusts_a_future_deadline_and_falls_back_on_a_past_one() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_796_329_161);
+        let fallback = Some(Duration::from_secs(30));
+        assert_eq!(time_left(now + Duration::from_secs(12), now, fallback), Some(Duration::from_secs(12)));
+        assert_eq!(time_left(now + Duration::from_secs(12), now, None), Some(Duration::from_secs(12)));
+        // cargo lambda watch's `lambda-runtime-deadline-ms: 600000`.
+        let watch = UNIX_EPOCH + Duration::from_millis(600_000);
+        assert_eq!(time_left(watch, now, fallback), fallback);
+        assert_eq!(time_left(watch, now, None), None);
+        assert_eq!(time_left(now, now, fallback), fallback, "no time at all at the start is no deadline");
     }
 }

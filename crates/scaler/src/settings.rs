@@ -21,6 +21,9 @@ pub mod env {
     /// path, launched instances' JIT configs are made by the provisioner from it. Unset: the
     /// pool's batch makes them. See [`crate::provisioner`].
     pub const PROVISION_QUEUE_URL: &str = "HANGAR_PROVISION_QUEUE_URL";
+    /// The function's timeout in seconds, for a runtime that sends no usable deadline (`cargo
+    /// lambda watch`; see [`crate::provisioner::time_left`]). Lambda's own deadline wins.
+    pub const FUNCTION_TIMEOUT_SECS: &str = "HANGAR_FUNCTION_TIMEOUT_SECS";
     /// The job ledger's DynamoDB table (the stack's `JobLedgerTable`). Unset: no ledger.
     pub const LEDGER_TABLE: &str = "HANGAR_LEDGER_TABLE";
     /// `counting`: plan from the job ledger (needs [`LEDGER_TABLE`]); `earmarks` (the
@@ -51,6 +54,7 @@ pub struct Settings {
     pub namespace: String,
     pub queue_url: String,
     pub provision_queue_url: Option<String>,
+    pub function_timeout: Option<std::time::Duration>,
     pub ledger_table: Option<String>,
     /// Plan with the counting planner from the ledger ([`env::PLANNER`] `counting`).
     pub counting: bool,
@@ -119,6 +123,18 @@ impl Settings {
         let github_api_url = get(env::GITHUB_API_URL).unwrap_or_else(|| config.github.api_url.clone());
         let queue_url = get(env::QUEUE_URL).ok_or(SettingsError::Missing(env::QUEUE_URL))?;
         let ledger_table = get(env::LEDGER_TABLE);
+        let function_timeout = match get(env::FUNCTION_TIMEOUT_SECS) {
+            None => None,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n > 0 => Some(std::time::Duration::from_secs(n)),
+                _ => {
+                    return Err(SettingsError::Invalid {
+                        var: env::FUNCTION_TIMEOUT_SECS,
+                        reason: "is not a positive number of seconds".into(),
+                    })
+                }
+            },
+        };
         let counting = match get(env::PLANNER).as_deref() {
             None | Some("earmarks") => false,
             Some("counting") if ledger_table.is_some() => true,
@@ -143,6 +159,7 @@ impl Settings {
             namespace: get(env::NAMESPACE).unwrap_or_else(|| "Hangar".into()),
             queue_url,
             provision_queue_url: get(env::PROVISION_QUEUE_URL),
+            function_timeout,
             ledger_table,
             counting,
             instance_arn_prefix: get(env::INSTANCE_ARN_PREFIX),
