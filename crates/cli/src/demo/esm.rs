@@ -364,6 +364,19 @@ pub fn deletable(fifo: bool, batch: &[(&str, &str)], failed: &HashSet<String>) -
         .collect()
 }
 
+/// Whether any of `mappings` has batches in flight or its queue holds messages (visible or in
+/// flight), asking them in order and stopping at the first that has.
+pub async fn any_busy(mappings: &[&Esm]) -> bool {
+    for m in mappings {
+        if m.batches_in_flight() > 0
+            || super::stack::queue_depth(&m.sqs, &m.queue_url).await.unwrap_or(u64::MAX) > 0
+        {
+            return true;
+        }
+    }
+    false
+}
+
 /// An EventBridge `Scheduled Event`, as the reconcile rule sends it.
 pub fn scheduled_event() -> Value {
     json!({

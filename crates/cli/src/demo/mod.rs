@@ -1,16 +1,21 @@
 //! `hangar demo`: the whole of Hangar on one machine, on real binaries.
 //!
 //! moto_server (behind the AWS fault proxy) is the AWS account; `cargo lambda watch` runs the
-//! Lambda runtime API in front of the real `hangar-webhook` and `hangar-scaler` binaries; the
+//! Lambda runtime API in front of the real `hangar-webhook` and `hangar-scaler` binaries (the
+//! latter twice with the counting planner: scaler and provisioner; see [`lambdas`]); the
 //! GitHub simulator queues the trace's jobs and sends signed webhooks to the webhook's function
 //! URL; the runner-instance simulator plays every launched instance. The demo itself stands in
-//! for the SQS event source mapping and the EventBridge rules (see [`esm`]), replays the trace
+//! for the SQS event source mappings and the EventBridge rules (see [`esm`]), replays the trace
 //! and its faults, drains the pools (warm pools to zero, as an operator would before deleting
 //! the stack), counts what is left, and stops everything it started, by PID.
 
 mod esm;
+mod faults;
+mod lambdas;
+mod observe;
 mod procs;
 mod report;
+mod runtime_api;
 mod stack;
 
 use anyhow::{bail, Context};
@@ -19,11 +24,11 @@ use hangar_core::routing::Router;
 use hangar_sim::bound::{Arrival, Boot, Bound, Limit, Limits, PoolSpec};
 use hangar_sim::fault_proxy::FaultProxy;
 use hangar_sim::github::{GithubSim, JobSpec, JobStatus, OrgSpec, SimConfig};
-use hangar_sim::instances::{DelayRange, InstanceSim, InstanceSimConfig, Phase};
-use hangar_sim::trace::{FaultAction, Trace};
+use hangar_sim::instances::{DelayRange, InstanceSim, InstanceSimConfig};
+use hangar_sim::trace::Trace;
 use procs::{free_port, wait_port, Proc, Spec};
-use report::{Outcome, PoolOutcome, Sample};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use report::{Outcome, PoolOutcome};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -67,6 +72,10 @@ pub struct DemoArgs {
     /// Scaler execution environments (the function's concurrency).
     #[arg(long, default_value_t = 2)]
     pub scalers: usize,
+    /// With `--planner counting`: provisioner execution environments (the function's
+    /// concurrency, and its queue mapping's: batches in flight at once).
+    #[arg(long, default_value_t = 2)]
+    pub provisioners: usize,
     /// Webhook execution environments, and the webhook deliveries the GitHub simulator has in
     /// flight at once (GitHub and Lambda both work concurrently; one job's deliveries stay in
     /// order).
@@ -100,7 +109,7 @@ pub struct DemoArgs {
     /// Real seconds to wait for the drained pools to empty.
     #[arg(long, default_value_t = 90.0)]
     pub drain_timeout: f64,
-    /// Extra `KEY=VALUE` for both Lambda functions (repeatable).
+    /// Extra `KEY=VALUE` for every Lambda function (repeatable).
     #[arg(long = "lambda-env")]
     pub lambda_env: Vec<String>,
     /// The scaler's planner: `earmarks` (the default until the e2e suite passes on the other),
@@ -184,66 +193,23 @@ async fn aws_client_config(endpoint: &str) -> aws_config::SdkConfig {
 #[derive(Default)]
 struct Started {
     procs: Vec<Proc>,
-    scalers: Option<Arc<Scalers>>,
+    /// The functions whose execution environments come and go (scaler, provisioner).
+    functions: Vec<Arc<lambdas::Environments>>,
+    /// Servers in this process between the functions and their runtime APIs.
+    servers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Started {
     async fn stop_all(&mut self) {
-        if let Some(s) = self.scalers.take() {
-            s.stop_all().await;
+        while let Some(f) = self.functions.pop() {
+            f.stop_all().await;
+        }
+        for s in self.servers.drain(..) {
+            s.abort();
         }
         while let Some(mut p) = self.procs.pop() {
             p.stop().await;
         }
-    }
-}
-
-/// The scaler's execution environments; the kill fault replaces them.
-struct Scalers {
-    program: PathBuf,
-    env: BTreeMap<String, String>,
-    cwd: PathBuf,
-    logs: PathBuf,
-    count: usize,
-    procs: tokio::sync::Mutex<Vec<Proc>>,
-    generation: Mutex<u32>,
-}
-
-impl Scalers {
-    async fn start(&self) -> anyhow::Result<()> {
-        let gen = {
-            let mut g = self.generation.lock().unwrap_or_else(|e| e.into_inner());
-            *g += 1;
-            *g
-        };
-        let mut procs = self.procs.lock().await;
-        for i in 0..self.count {
-            procs.push(Proc::spawn(Spec {
-                name: format!("hangar-scaler-{gen}-{i}"),
-                program: &self.program,
-                args: vec![],
-                env: self.env.clone(),
-                cwd: &self.cwd,
-                log_dir: &self.logs,
-            })?);
-        }
-        Ok(())
-    }
-
-    async fn kill_all_hard(&self) {
-        let mut procs = self.procs.lock().await;
-        for p in procs.iter_mut() {
-            p.kill_hard().await;
-        }
-        procs.clear();
-    }
-
-    async fn stop_all(&self) {
-        let mut procs = self.procs.lock().await;
-        for p in procs.iter_mut() {
-            p.stop().await;
-        }
-        procs.clear();
     }
 }
 
@@ -324,9 +290,8 @@ async fn run_cloud(
     say(format!("moto on {moto_url}, fault proxy on {}", proxy.endpoint()));
 
     // GitHub, sending webhooks to the webhook function's URL.
-    let webhook_port = free_port()?;
-    let scaler_port = free_port()?;
-    let webhook_url = format!("http://127.0.0.1:{webhook_port}/lambda-url/_/");
+    let ports = lambdas::Ports::pick(args.planner == Planner::Counting)?;
+    let webhook_url = ports.webhook_url();
     let secret = format!("demo-{}", uuid::Uuid::new_v4().simple());
     let keys = paths.root.join("fixtures/keys");
     let public_key = std::fs::read_to_string(keys.join("test-only-github-app.public-key.pem"))
@@ -372,108 +337,17 @@ async fn run_cloud(
         stack.launch_templates.keys().collect::<Vec<_>>()
     ));
 
-    // The Lambda runtime API: one `cargo lambda watch` per function. Its `--timeout` bounds an
-    // invocation, and also how long it holds an idle `/next`: after it, it answers 408 with no
-    // request id, on which lambda_runtime panics and the environment is gone (Lambda holds
-    // `/next` until an event comes). Reconcile keeps the scaler busy every few seconds, but
-    // the webhook may idle for longer (no job changes state while runners boot), so its
-    // watch gets Lambda's longest timeout; the scaler's is the function's timeout, which the
-    // report's timeouts are measured against.
-    for (name, port, timeout) in
-        [("webhook", webhook_port, 900), ("scaler", scaler_port, args.lambda_timeout)]
-    {
-        let mut p = Proc::spawn(Spec {
-            name: format!("cargo-lambda-watch-{name}"),
-            program: &paths.cargo_lambda,
-            args: vec![
-                "lambda".into(),
-                "watch".into(),
-                "--only-lambda-apis".into(),
-                "-A".into(),
-                "127.0.0.1".into(),
-                "-P".into(),
-                port.to_string(),
-                "--timeout".into(),
-                timeout.to_string(),
-            ],
-            env: BTreeMap::new(),
-            cwd: &paths.root,
-            log_dir: &paths.logs,
-        })?;
-        let ready = wait_port(&mut p, port, Duration::from_secs(60)).await;
-        started.procs.push(p);
-        ready?;
-    }
-    let mut common: BTreeMap<String, String> = [
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("AWS_LAMBDA_FUNCTION_VERSION", "1"),
-        ("HANGAR_METRICS_NAMESPACE", "HangarDemo"),
-        ("HANGAR_CONFIG_PARAMETER", stack::CONFIG_PARAMETER),
-        ("RUST_LOG", "info"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    common.insert("HANGAR_AWS_ENDPOINT".into(), proxy.endpoint());
-    common.insert("HANGAR_QUEUE_URL".into(), stack.queue_url.clone());
-    let mut webhook_env = common.clone();
-    webhook_env.insert("AWS_LAMBDA_RUNTIME_API".into(), format!("http://127.0.0.1:{webhook_port}/.rt"));
-    webhook_env.insert("AWS_LAMBDA_FUNCTION_NAME".into(), "hangar-demo-webhook".into());
-    webhook_env.insert("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), "128".into());
-    webhook_env.insert("HANGAR_WEBHOOK_SECRET_PARAMETER".into(), stack::SECRET_PARAMETER.into());
-    webhook_env.insert("HANGAR_MAX_BODY_BYTES".into(), "1048576".into());
-    let mut scaler_env = common.clone();
-    scaler_env.insert("AWS_LAMBDA_RUNTIME_API".into(), format!("http://127.0.0.1:{scaler_port}/.rt"));
-    scaler_env.insert("AWS_LAMBDA_FUNCTION_NAME".into(), "hangar-demo-scaler".into());
-    scaler_env.insert("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), "256".into());
-    scaler_env.insert("HANGAR_GITHUB_APP_KEY_PARAMETER".into(), stack::APP_KEY_PARAMETER.into());
-    scaler_env.insert("HANGAR_JIT_PARAMETER_PREFIX".into(), stack::JIT_PREFIX.into());
-    if args.ledger() {
-        scaler_env.insert("HANGAR_LEDGER_TABLE".into(), stack::LEDGER_TABLE.into());
-    }
-    if args.planner == Planner::Counting {
-        scaler_env.insert("HANGAR_PLANNER".into(), "counting".into());
-        // The webhook records each event as it arrives, as the stack has it do.
-        webhook_env.insert("HANGAR_LEDGER_TABLE".into(), stack::LEDGER_TABLE.into());
-    }
-    if let Some(id) = stack.launch_templates.values().next() {
-        scaler_env.insert("HANGAR_LAUNCH_TEMPLATE_ID".into(), id.clone());
-    }
-    for kv in &args.lambda_env {
-        let (k, v) = kv.split_once('=').with_context(|| format!("--lambda-env `{kv}` is not KEY=VALUE"))?;
-        webhook_env.insert(k.to_owned(), v.to_owned());
-        scaler_env.insert(k.to_owned(), v.to_owned());
-    }
-    // Execution environments of one function: each polls the same runtime API.
-    for i in 0..args.webhooks.max(1) {
-        started.procs.push(Proc::spawn(Spec {
-            name: format!("hangar-webhook-{i}"),
-            program: &paths.bin_dir.join("hangar-webhook"),
-            args: vec![],
-            env: webhook_env.clone(),
-            cwd: &paths.logs,
-            log_dir: &paths.logs,
-        })?);
-    }
-    let scalers = Arc::new(Scalers {
-        program: paths.bin_dir.join("hangar-scaler"),
-        env: scaler_env,
-        cwd: paths.logs.clone(),
-        logs: paths.logs.clone(),
-        count: args.scalers.max(1),
-        procs: tokio::sync::Mutex::new(Vec::new()),
-        generation: Mutex::new(0),
-    });
-    scalers.start().await?;
-    started.scalers = Some(Arc::clone(&scalers));
+    let lambdas = lambdas::start(args, paths, &stack, proxy.endpoint(), &ports, started).await?;
+    let scalers = Arc::clone(&lambdas.scalers);
     say(format!(
-        "Lambdas: webhook ×{} on {webhook_url}, scaler ×{} on 127.0.0.1:{scaler_port}",
+        "Lambdas: webhook ×{} on {webhook_url}, scaler ×{} on 127.0.0.1:{}{}",
         args.webhooks.max(1),
-        args.scalers.max(1)
+        args.scalers.max(1),
+        ports.scaler,
+        match ports.provisioner {
+            Some(port) => format!(", provisioner ×{} on 127.0.0.1:{port}", args.provisioners.max(1)),
+            None => String::new(),
+        }
     ));
 
     // Runner instances.
@@ -487,31 +361,43 @@ async fn run_cloud(
 
     // Event sources.
     let (stop_tx, stop_rx) = watch::channel(false);
-    let invoker = Arc::new(esm::Invoker::new(
-        &format!("http://127.0.0.1:{scaler_port}"),
-        Duration::from_secs(args.lambda_timeout),
-    )?);
+    let invoker = Arc::clone(&lambdas.scaler);
+    let inflight_visibility = (args.lambda_timeout + 10).min(i32::MAX as u64) as i32;
     let esm = Arc::new(esm::Esm::new(
         sqs.clone(),
         stack.queue_url.clone(),
         Arc::clone(&invoker),
         args.scalers.max(1),
         args.visibility_timeout as i32,
-        (args.lambda_timeout + 10).min(i32::MAX as u64) as i32,
+        inflight_visibility,
     ));
-    // The queue's mapping stops before teardown, the schedule and EC2 events with everything.
+    // The provisioning queue's mapping (standard queue: no groups), invoking the provisioner.
+    let provision_esm = lambdas.provisioner.as_ref().map(|invoker| {
+        Arc::new(esm::Esm::new(
+            sqs.clone(),
+            stack.provision_queue_url.clone(),
+            Arc::clone(invoker),
+            args.provisioners.max(1),
+            args.visibility_timeout as i32,
+            inflight_visibility,
+        ))
+    });
+    // The queues' mappings stop before teardown, the schedule and EC2 events with everything.
     let (poll_stop_tx, poll_stop_rx) = watch::channel(false);
     // The schedule and EC2 events stop once the pools are empty, before the queue's last
     // messages (their ticks among them) are drained.
     let (events_stop_tx, events_stop_rx) = watch::channel(false);
     let mut tasks = vec![
-        tokio::spawn(Arc::clone(&esm).run(poll_stop_rx)),
+        tokio::spawn(Arc::clone(&esm).run(poll_stop_rx.clone())),
         tokio::spawn(esm::schedule(
             Arc::clone(&esm),
             Duration::from_secs_f64(args.reconcile_every.max(0.2)),
             events_stop_rx.clone(),
         )),
     ];
+    if let Some(p) = &provision_esm {
+        tasks.push(tokio::spawn(Arc::clone(p).run(poll_stop_rx)));
+    }
     if !args.no_ec2_events {
         tasks.push(tokio::spawn(esm::ec2_events(
             Arc::clone(&esm),
@@ -524,178 +410,26 @@ async fn run_cloud(
     let max_runners: BTreeMap<String, u32> =
         config.pools.iter().map(|p| (p.name.to_string(), p.max_runners)).collect();
     let pool_names: Vec<String> = config.pools.iter().map(|p| p.name.to_string()).collect();
-    let samples = Arc::new(Mutex::new(Vec::<Sample>::new()));
-    let samples_t0 = Instant::now();
-    let peaks = Arc::new(Mutex::new(BTreeMap::<String, u32>::new()));
-    let job_tags = Arc::new(Mutex::new(HashMap::<String, HashSet<String>>::new()));
-    {
-        let (samples, peaks, job_tags) = (Arc::clone(&samples), Arc::clone(&peaks), Arc::clone(&job_tags));
-        let (sim, router, max_runners, pool_names) =
-            (Arc::clone(&sim), Router::new(&config), max_runners.clone(), pool_names.clone());
-        let mut obs = instances.subscribe();
-        let mut stop = stop_rx.clone();
-        let start = samples_t0;
-        tasks.push(tokio::spawn(async move {
-            let mut last_sample: Option<u64> = None;
-            let mut first_tag: HashMap<String, String> = HashMap::new();
-            loop {
-                tokio::select! {
-                    r = obs.changed() => if r.is_err() { return },
-                    _ = stop.changed() => return,
-                }
-                let o = obs.borrow_and_update().clone();
-                let mut counts: BTreeMap<String, [u32; 5]> =
-                    pool_names.iter().map(|p| (p.clone(), [0; 5])).collect();
-                for i in &o.instances {
-                    // A job is launched for twice when two instances launched for it (the
-                    // first job-id tag of a `job` launch; earmarks move later) both came up as
-                    // runners. An instance terminated before boot, after a failed JIT call, is
-                    // the retry the design wants, not a duplicate.
-                    if let (Some(j), Some("job")) = (&i.job_tag, i.launch_reason.as_deref()) {
-                        first_tag.entry(i.id.clone()).or_insert_with(|| j.clone());
-                    }
-                    if matches!(o.phases.get(&i.id), Some(Phase::Idle | Phase::Busy)) {
-                        if let Some(j) = first_tag.get(&i.id) {
-                            job_tags
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .entry(j.clone())
-                                .or_default()
-                                .insert(i.id.clone());
-                        }
-                    }
-                    let Some(c) = i.pool.as_ref().and_then(|p| counts.get_mut(p)) else { continue };
-                    if !i.counts_toward_cap() {
-                        continue;
-                    }
-                    c[4] += 1;
-                    match o.phases.get(&i.id) {
-                        Some(Phase::Idle) => c[1] += 1,
-                        Some(Phase::Busy) => c[2] += 1,
-                        _ => c[0] += 1,
-                    }
-                }
-                for j in sim.jobs().iter().filter(|j| j.status == JobStatus::Queued) {
-                    if let Ok(idx) = router.route(&j.labels) {
-                        if let Some(c) = counts.get_mut(&pool_names[idx]) {
-                            c[3] += 1;
-                        }
-                    }
-                }
-                {
-                    let mut pk = peaks.lock().unwrap_or_else(|e| e.into_inner());
-                    for (p, c) in &counts {
-                        let e = pk.entry(p.clone()).or_default();
-                        *e = (*e).max(c[4]);
-                    }
-                }
-                let _ = &max_runners;
-                let t = start.elapsed().as_millis() as u64;
-                if last_sample.is_none_or(|l| t >= l + 500) {
-                    last_sample = Some(t);
-                    samples.lock().unwrap_or_else(|e| e.into_inner()).push(Sample { t_ms: t, pools: counts });
-                }
-            }
-        }));
-    }
+    let (seen, sampler) = observe::sample(Arc::clone(&sim), &config, instances.subscribe(), stop_rx.clone());
+    tasks.push(sampler);
+    let observe::Seen { samples, t0: samples_t0, peaks, job_tags } = seen;
 
     // Faults.
     let extra = Arc::new(Mutex::new(BTreeMap::<String, serde_json::Value>::new()));
     let replay_start = Instant::now();
     let proxy = Arc::new(proxy);
-    for f in trace.faults.clone() {
-        let at = trace.real(f.at);
-        let (sim, proxy, scalers, invoker, extra) = (
-            Arc::clone(&sim),
-            Arc::clone(&proxy),
-            Arc::clone(&scalers),
-            Arc::clone(&invoker),
-            Arc::clone(&extra),
-        );
-        let (until, after) = match &f.action {
-            FaultAction::DuplicateWebhooks(u) => (Some(trace.real(u.until)), trace.real(u.after)),
-            _ => (None, Duration::ZERO),
-        };
-        let webhook_url = webhook_url.clone();
-        tasks.push(tokio::spawn(async move {
-            tokio::time::sleep_until((replay_start + at).into()).await;
-            let bump = |k: &str, n: u64| {
-                let mut e = extra.lock().unwrap_or_else(|e| e.into_inner());
-                let v = e.entry(k.to_owned()).or_insert(serde_json::json!(0));
-                *v = serde_json::json!(v.as_u64().unwrap_or(0) + n);
-            };
-            match f.action {
-                FaultAction::Aws(fault) => {
-                    proxy.inject(fault);
-                    bump("faults_aws", 1);
-                }
-                FaultAction::Github(g) => {
-                    sim.inject_fault(g.to_sim());
-                    bump("faults_github", 1);
-                }
-                FaultAction::GithubRateLimit(r) => {
-                    sim.exhaust_rate_limit(None, Duration::from_secs_f64(r.reset_in));
-                    bump("faults_github_rate_limit", 1);
-                }
-                FaultAction::KillScaler(_) => {
-                    // Wait for an invocation in flight, so the kill lands mid-batch.
-                    let deadline = Instant::now() + Duration::from_secs(60);
-                    while invoker.inflight.load(std::sync::atomic::Ordering::SeqCst) == 0
-                        && Instant::now() < deadline
-                    {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    let mid = invoker.inflight.load(std::sync::atomic::Ordering::SeqCst) > 0;
-                    scalers.kill_all_hard().await;
-                    bump("scaler_kills", 1);
-                    if mid {
-                        bump("scaler_kills_mid_invocation", 1);
-                    }
-                    if let Err(e) = scalers.start().await {
-                        eprintln!("hangar demo: restarting the scaler failed: {e:#}");
-                    }
-                }
-                FaultAction::DuplicateWebhooks(_) => {
-                    let until = replay_start + until.unwrap_or_default();
-                    // Deliveries carry wall-clock times; the cut-off is on the same clock.
-                    let until_wall = chrono::Utc::now()
-                        + chrono::Duration::from_std(until.saturating_duration_since(Instant::now()))
-                            .unwrap_or_default();
-                    let delay = chrono::Duration::from_std(after).unwrap_or_default();
-                    let mut done: HashSet<u64> = HashSet::new();
-                    loop {
-                        let now = chrono::Utc::now();
-                        let due: Vec<u64> = sim
-                            .deliveries()
-                            .into_iter()
-                            .filter(|d| !d.redelivery && !done.contains(&d.id))
-                            .filter(|d| d.delivered_at.is_some_and(|t| t <= until_wall && t + delay <= now))
-                            .map(|d| d.id)
-                            .collect();
-                        for id in due {
-                            done.insert(id);
-                            if sim.redeliver(id).is_ok() {
-                                bump("duplicate_deliveries", 1);
-                            }
-                        }
-                        if now > until_wall + delay {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                }
-                FaultAction::HostileWebhooks(h) => {
-                    let (sent, rejected, ids) = hostile(&sim, &webhook_url, h.count).await;
-                    bump("hostile_sent", sent);
-                    bump("hostile_rejected", rejected);
-                    extra
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert("hostile_job_ids".into(), serde_json::json!(ids));
-                }
-            }
-        }));
-    }
+    tasks.extend(faults::spawn(
+        trace,
+        replay_start,
+        faults::Targets {
+            sim: Arc::clone(&sim),
+            proxy: Arc::clone(&proxy),
+            scalers: Arc::clone(&scalers),
+            invoker: Arc::clone(&invoker),
+            extra: Arc::clone(&extra),
+            webhook_url: webhook_url.clone(),
+        },
+    ));
 
     // Replay, and the bound: the ideal scaler's run on the same trace.
     let (bound_input, bound) = ideal(trace, &config, boot, writes_per_minute)?;
@@ -727,7 +461,7 @@ async fn run_cloud(
         let by_id: HashMap<u64, &hangar_sim::github::Job> = all.iter().map(|j| (j.id, j)).collect();
         let mut pending = 0;
         for r in &roots {
-            let chain = chain_of(r.id, &by_id);
+            let chain = observe::chain_of(r.id, &by_id);
             let ok = chain
                 .iter()
                 .filter(|j| {
@@ -769,6 +503,9 @@ async fn run_cloud(
     // finish, and the pools must be empty again.
     say("draining: warm pools to 0".into());
     stack::put_config(&ssm, &stack::drained(&stack.config)).await?;
+    // The provisioner keeps its environments: it reads only what the drained configuration
+    // leaves as it was (the pools' names and launch settings), and restarting it would fail the
+    // batches it has in flight.
     scalers.stop_all().await;
     scalers.start().await?;
     let drain_deadline = Instant::now() + Duration::from_secs_f64(args.drain_timeout);
@@ -786,23 +523,27 @@ async fn run_cloud(
             // message it cannot handle goes to the dead-letter queue by its redrive policy).
             let _ = events_stop_tx.send(true);
             // Only the counting planner: the earmark planner, without the ledger, would launch
-            // for a requeued copy of a job that has run.
+            // for a requeued copy of a job that has run. The scale queue first, then the
+            // provisioning queue, which the scale queue's last batches may still feed; a
+            // provisioning message may take all its receives (each up to an invocation and a
+            // visibility timeout) before it is done.
             let drain_queue = args.planner == Planner::Counting;
-            let queue_deadline =
-                Instant::now() + Duration::from_secs(u64::from(args.visibility_timeout) * 4 + 10);
-            while drain_queue
-                && Instant::now() < queue_deadline
-                && (esm.batches_in_flight() > 0
-                    || stack::queue_depth(&sqs, &stack.queue_url).await.unwrap_or(u64::MAX) > 0)
-            {
+            let mut queue_wait = u64::from(args.visibility_timeout) * 4 + 10;
+            if provision_esm.is_some() {
+                queue_wait += u64::from(stack::PROVISION_MAX_RECEIVE_COUNT)
+                    * (args.lambda_timeout + u64::from(args.visibility_timeout));
+            }
+            let queue_deadline = Instant::now() + Duration::from_secs(queue_wait);
+            let mappings: Vec<&esm::Esm> = std::iter::once(&*esm).chain(provision_esm.as_deref()).collect();
+            while drain_queue && Instant::now() < queue_deadline && esm::any_busy(&mappings).await {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             let _ = poll_stop_tx.send(true);
             let flight_deadline = Instant::now() + Duration::from_secs(args.lambda_timeout + 5);
-            while esm.batches_in_flight() > 0 && Instant::now() < flight_deadline {
+            while mappings.iter().any(|m| m.batches_in_flight() > 0) && Instant::now() < flight_deadline {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            say("drained; queue mapping disabled, looking again".into());
+            say("drained; queue mappings disabled, looking again".into());
             // Of the instance simulator's next two looks at moto, the second began after the
             // last batch ended, so it sees whatever that batch launched.
             let mut seen = instances.latest().at_ms;
@@ -830,13 +571,18 @@ async fn run_cloud(
     }
     instances.stop();
     scalers.stop_all().await;
+    if let Some(p) = &lambdas.provisioners {
+        p.stop_all().await;
+    }
 
     // Leftovers, read from the sources of truth after teardown.
-    let left_instances = count_live(&ec2).await?;
+    let left_instances = observe::count_live(&ec2).await?;
     let left_params = stack::jit_parameters(&ssm).await?.len() as u64;
     let left_runners = sim.runners().iter().filter(|r| !r.removed).count() as u64;
     let dlq_depth = stack::queue_depth(&sqs, &stack.dlq_url).await.unwrap_or(0);
     let queue_depth = stack::queue_depth(&sqs, &stack.queue_url).await.unwrap_or(0);
+    let provision_dlq_depth = stack::queue_depth(&sqs, &stack.provision_dlq_url).await.unwrap_or(0);
+    let provision_depth = stack::queue_depth(&sqs, &stack.provision_queue_url).await.unwrap_or(0);
     let ledger_queued_left =
         if args.ledger() { Some(stack::ledger_queued(&ddb, &stack.config).await?) } else { None };
 
@@ -858,7 +604,7 @@ async fn run_cloud(
         o.pools.insert(p.clone(), PoolOutcome { max_runners: max_runners[p], ..Default::default() });
     }
     for r in &roots {
-        let chain = chain_of(r.id, &by_id);
+        let chain = observe::chain_of(r.id, &by_id);
         o.jobs_total += u64::from(r.attempts);
         o.jobs_queued += chain.len() as u64;
         o.jobs_started += chain.iter().filter(|j| j.started_at.is_some()).count() as u64;
@@ -913,7 +659,7 @@ async fn run_cloud(
     o.leftover_parameters = left_params;
     o.leftover_runners = left_runners;
     o.ledger_queued_left = ledger_queued_left;
-    o.messages_left = queue_depth;
+    o.messages_left = queue_depth + provision_depth;
     o.duration_s = t0.elapsed().as_secs_f64();
     let mut extra = extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let tags = job_tags.lock().unwrap_or_else(|e| e.into_inner()).clone();
@@ -932,7 +678,7 @@ async fn run_cloud(
     let deliveries = sim.deliveries();
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     for d in &deliveries {
-        *statuses.entry(delivery_outcome(d)).or_default() += 1;
+        *statuses.entry(observe::delivery_outcome(d)).or_default() += 1;
     }
     extra.insert("webhook_deliveries".into(), serde_json::json!(statuses));
     // For a run that lost jobs: what GitHub sent about each, and how it ended, so that a failed
@@ -945,7 +691,7 @@ async fn run_cloud(
             let sent: Vec<String> = deliveries
                 .iter()
                 .filter(|d| d.job_id == j.id)
-                .map(|d| format!("{}:{}", d.action, delivery_outcome(d)))
+                .map(|d| format!("{}:{}", d.action, observe::delivery_outcome(d)))
                 .collect();
             serde_json::json!({
                 "job_id": j.id,
@@ -959,10 +705,17 @@ async fn run_cloud(
         .collect();
     extra.insert("unfinished_jobs".into(), serde_json::Value::Array(unfinished));
     extra.insert("event_source".into(), serde_json::to_value(esm.stats())?);
-    extra.insert(
-        "invocation_timeouts".into(),
-        serde_json::json!(invoker.timeouts.load(std::sync::atomic::Ordering::SeqCst)),
-    );
+    if let Some(p) = &provision_esm {
+        extra.insert("event_source_provision".into(), serde_json::to_value(p.stats())?);
+    }
+    // Every function's timed-out invocations, and by function.
+    let timeouts = |i: &esm::Invoker| i.timeouts.load(std::sync::atomic::Ordering::SeqCst);
+    let mut by_function = BTreeMap::from([("scaler", timeouts(&invoker))]);
+    if let Some(p) = &lambdas.provisioner {
+        by_function.insert("provisioner", timeouts(p));
+    }
+    extra.insert("invocation_timeouts".into(), serde_json::json!(by_function.values().sum::<u64>()));
+    extra.insert("invocation_timeouts_by_function".into(), serde_json::json!(by_function));
     extra.insert("instances".into(), serde_json::to_value(instances.stats())?);
     extra.insert(
         "instances_by_phase".into(),
@@ -974,7 +727,10 @@ async fn run_cloud(
     extra.insert("aws_calls_by_action".into(), serde_json::to_value(proxy.counts())?);
     extra.insert("aws_faults_injected".into(), serde_json::to_value(proxy.injected())?);
     extra.insert("github_calls_by_endpoint".into(), serde_json::to_value(sim.counters().requests)?);
-    extra.insert("dead_letter_messages".into(), serde_json::json!(dlq_depth));
+    // Both dead-letter queues: anything there is a message no invocation could handle. The
+    // provisioning queue's own count says which queue it was.
+    extra.insert("dead_letter_messages".into(), serde_json::json!(dlq_depth + provision_dlq_depth));
+    extra.insert("provision_dead_letter_messages".into(), serde_json::json!(provision_dlq_depth));
     extra.insert(
         "bound".into(),
         serde_json::json!({
@@ -986,6 +742,7 @@ async fn run_cloud(
         }),
     );
     extra.insert("scale_queue_messages_left".into(), serde_json::json!(queue_depth));
+    extra.insert("provision_queue_messages_left".into(), serde_json::json!(provision_depth));
     extra.insert("jobs_in_github".into(), serde_json::json!(all.len()));
     extra.insert(
         "lambda_runtime".into(),
@@ -1050,107 +807,4 @@ fn ideal(
     let input = hangar_sim::bound::Input { pools, jobs, boot, limits };
     let bound = hangar_sim::bound::simulate(&input).context("computing the bound")?;
     Ok((input, bound))
-}
-
-/// A delivery's HTTP status, `error` (no answer: the connection failed or timed out), or
-/// `pending` (not sent when the run ended).
-fn delivery_outcome(d: &hangar_sim::github::Delivery) -> String {
-    match (d.status_code, &d.error) {
-        (Some(s), _) => s.to_string(),
-        (None, Some(_)) => "error".into(),
-        (None, None) => "pending".into(),
-    }
-}
-
-/// A job and its re-runs, in order.
-fn chain_of<'a>(
-    root: u64,
-    by_id: &HashMap<u64, &'a hangar_sim::github::Job>,
-) -> Vec<&'a hangar_sim::github::Job> {
-    let mut out = Vec::new();
-    let mut cur = by_id.get(&root).copied();
-    while let Some(j) = cur {
-        out.push(j);
-        cur = j.rerun_by.and_then(|n| by_id.get(&n).copied());
-        if out.len() > 1000 {
-            break;
-        }
-    }
-    out
-}
-
-async fn count_live(ec2: &aws_sdk_ec2::Client) -> anyhow::Result<u64> {
-    let mut n = 0;
-    let mut pages = ec2
-        .describe_instances()
-        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:hangar:managed-by").values("hangar").build())
-        .into_paginator()
-        .send();
-    while let Some(p) = pages.next().await {
-        let p = p.context("DescribeInstances")?;
-        for r in p.reservations() {
-            for i in r.instances() {
-                let state =
-                    i.state().and_then(|s| s.name()).map(|s| s.as_str().to_owned()).unwrap_or_default();
-                if !matches!(state.as_str(), "shutting-down" | "terminated") {
-                    n += 1;
-                }
-            }
-        }
-    }
-    Ok(n)
-}
-
-/// Deliveries an attacker could send: a real `queued` payload for a job that does not exist,
-/// unsigned, signed with the wrong secret, or signed over a different body. Returns (sent,
-/// answered 401, the job ids used).
-async fn hostile(sim: &GithubSim, url: &str, count: u32) -> (u64, u64, Vec<u64>) {
-    let mut template = None;
-    for _ in 0..100 {
-        template =
-            sim.deliveries().into_iter().find(|d| d.action == "queued").and_then(|d| sim.delivery_body(d.id));
-        if template.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let Some(template) = template.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()) else {
-        return (0, 0, vec![]);
-    };
-    let http = reqwest::Client::new();
-    let (mut sent, mut rejected, mut ids) = (0, 0, Vec::new());
-    for k in 0..count {
-        let id = 9_100_000_000u64 + u64::from(k);
-        let mut body = template.clone();
-        body["workflow_job"]["id"] = serde_json::json!(id);
-        let body = body.to_string();
-        let mut req = http
-            .post(url)
-            .header("content-type", "application/json")
-            .header("x-github-event", "workflow_job")
-            .header("x-github-delivery", uuid::Uuid::new_v4().to_string());
-        match k % 3 {
-            0 => {}
-            1 => {
-                req = req.header(
-                    "x-hub-signature-256",
-                    hangar_sim::github::sign("not-the-secret", body.as_bytes()),
-                )
-            }
-            _ => {
-                req = req.header(
-                    "x-hub-signature-256",
-                    hangar_sim::github::sign("not-the-secret", b"another body"),
-                )
-            }
-        }
-        ids.push(id);
-        sent += 1;
-        if let Ok(r) = req.body(body).send().await {
-            if r.status().as_u16() == 401 {
-                rejected += 1;
-            }
-        }
-    }
-    (sent, rejected, ids)
 }

@@ -93,7 +93,7 @@ pub struct Outcome {
     /// Jobs the job ledger still holds as queued after teardown (every job ran, so 0); `None`
     /// when the demo ran without a ledger (`--ledger`).
     pub ledger_queued_left: Option<u64>,
-    /// Messages still in the scale queue after teardown.
+    /// Messages still in the scale and provisioning queues after teardown.
     pub messages_left: u64,
     pub max_runners_exceeded: bool,
     pub time_compression: f64,
