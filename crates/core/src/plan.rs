@@ -245,6 +245,9 @@ struct Slot<'a> {
     role: Role,
     interrupted: bool,
     tagged_busy: bool,
+    /// GitHub lists its runner as running a job (reconcile only): never terminated for being
+    /// idle, draining, interrupted or unbooted, whatever it is counted as.
+    github_busy: bool,
     terminate: Option<TerminateReason>,
 }
 
@@ -276,7 +279,10 @@ pub fn plan_pool(view: &PoolView<'_>) -> PoolPlan {
         let idle_timeout = secs(cfg.idle_timeout_secs);
         let mut idle: Vec<usize> = (0..slots.len())
             .filter(|&i| {
-                slots[i].free() && slots[i].role == Role::Idle && now - slots[i].booting_since > idle_timeout
+                slots[i].free()
+                    && slots[i].role == Role::Idle
+                    && !slots[i].github_busy
+                    && now - slots[i].booting_since > idle_timeout
             })
             .collect();
         idle.sort_by(|&a, &b| (slots[a].launched_at, slots[a].id).cmp(&(slots[b].launched_at, slots[b].id)));
@@ -404,8 +410,15 @@ fn observe<'a>(view: &PoolView<'a>) -> Vec<Slot<'a>> {
     };
     let started = ran(view.started);
     let finished = ran(view.finished);
-    // GitHub's view, reconcile only: a runner GitHub calls busy is busy; one online and not
-    // busy has registered, so its instance is idle even if its tag still says pending.
+    // GitHub's view, reconcile only. A runner online has registered, so its instance is idle
+    // even if its tag still says pending. A runner GitHub calls busy is never trimmed or timed
+    // out, but it is *counted* busy only once the ledger has its job's start (its tag, written
+    // by the batch that recorded the start, or this batch's starts): until then the job it took
+    // is, as far as the ledger knows, still queued, and counting both the queued job and the
+    // busy runner would launch for the same job twice (CI's hostile run launched 13 for 12
+    // this way: GitHub's list is read after the ledger, and the `in_progress` webhook lags
+    // the assignment). The start is in the pool's group right behind; its batch tags the
+    // instance busy, and from then on the job is not queued either.
     let mut github: HashMap<InstanceId, (bool, bool)> = HashMap::new();
     for r in view.runners.unwrap_or(&[]) {
         if r.name.pool().as_ref() != Some(&view.pool.name) {
@@ -428,13 +441,13 @@ fn observe<'a>(view: &PoolView<'a>) -> Vec<Slot<'a>> {
             Role::Gone
         } else if finished.contains(&inst.id) {
             Role::Finished
-        } else if inst.lifecycle == Lifecycle::Busy || started.contains(&inst.id) || gh_busy {
+        } else if inst.lifecycle == Lifecycle::Busy || started.contains(&inst.id) {
             Role::Busy
         } else if inst.lifecycle == Lifecycle::Draining {
             Role::Draining
         } else if matches!(inst.ec2_state, Ec2State::Stopping | Ec2State::Stopped) {
             Role::Parked
-        } else if inst.lifecycle == Lifecycle::Idle || online {
+        } else if inst.lifecycle == Lifecycle::Idle || online || gh_busy {
             Role::Idle
         } else {
             Role::Pending
@@ -448,6 +461,7 @@ fn observe<'a>(view: &PoolView<'a>) -> Vec<Slot<'a>> {
             role,
             interrupted: inst.interrupted,
             tagged_busy: inst.lifecycle == Lifecycle::Busy,
+            github_busy: gh_busy,
             terminate: None,
         });
     }
@@ -472,6 +486,7 @@ fn observe<'a>(view: &PoolView<'a>) -> Vec<Slot<'a>> {
             interrupted: false,
             // Tagging an instance EC2 does not list yet would fail; the next plan tags it.
             tagged_busy: true,
+            github_busy: false,
             terminate: None,
         });
     }
@@ -489,6 +504,8 @@ fn judge(view: &PoolView<'_>, slots: &mut [Slot<'_>]) {
             Role::Gone | Role::Busy => None,
             // Ephemeral runners end themselves; this is the backstop. Not before EC2 lists it.
             Role::Finished => listed.contains(s.id).then_some(TerminateReason::JobCompleted),
+            // Its job runs: the ledger will hear of it, and the runner ends itself after it.
+            _ if s.github_busy => None,
             _ if s.interrupted => Some(TerminateReason::SpotInterrupted),
             _ if !reconcile => None,
             Role::Draining => Some(TerminateReason::Draining),

@@ -309,3 +309,37 @@ fn a_spot_reclaimed_job_is_re_run_once_and_no_more() {
     handle_all(&mut sim);
     assert!(!sim.gh.contains_key(&JobKey::new(j.job_id, 3)), "max_spot_reruns is 1");
 }
+
+#[test]
+fn a_runner_github_calls_busy_before_the_ledger_has_its_start_is_not_counted_twice() {
+    // GitHub assigns J to the pool's one runner and lists it busy; J's `in_progress` webhook
+    // has not been recorded yet, so the ledger still holds J as queued. Reconcile reads both.
+    let cfg = plan_support::pool("linux", &["self-hosted"], 5, 0);
+    let now = plan_support::t0();
+    let mut sim = Sim::two_pools(5, 0, 0);
+    let j = sim.arrive(LINUX, 1);
+    handle_all(&mut sim);
+    let queued = vec![sim.ledger[&j].clone()];
+    // Past the idle and boot timeouts, so only GitHub's word keeps it.
+    let inst = view_instances(&cfg, 1, Lifecycle::Pending, 3600);
+    let runner = RegisteredRunner {
+        id: RunnerId(7),
+        name: hangar_core::ids::RunnerName::for_instance(&cfg.name, &inst.id),
+        online: true,
+        busy: true,
+        labels: vec![],
+    };
+    let instances = [inst];
+    let p =
+        plan_pool(&PoolView::reconcile(&cfg, now, &queued, &instances, std::slice::from_ref(&runner), &[]));
+    assert_eq!(p.launch_count(), 0, "J and the runner it took are one job, not two: {p:?}");
+    assert!(p.terminate.is_empty(), "a runner GitHub calls busy is never terminated: {p:?}");
+    assert!(p.deregister.is_empty(), "{p:?}");
+    // Once J's start is recorded (its batch tags the instance busy), J is not queued and the
+    // runner counts busy: still no launch.
+    let mut tagged = instances[0].clone();
+    tagged.lifecycle = Lifecycle::Busy;
+    let after = plan_pool(&PoolView::reconcile(&cfg, now, &[], &[tagged], &[runner], &[]));
+    assert_eq!((after.launch_count(), after.counts.busy), (0, 1), "{after:?}");
+    assert!(after.terminate.is_empty(), "{after:?}");
+}

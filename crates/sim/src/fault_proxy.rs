@@ -25,22 +25,19 @@ pub mod fleet;
 pub mod form;
 pub mod protocol;
 
-use axum::body::Body;
+use crate::relay::{bad_gateway, read_body, respond, Relay};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, StatusCode};
+use http::{HeaderMap, StatusCode};
 use protocol::Call;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Requests larger than this are refused; AWS API bodies are far smaller.
-const MAX_BODY: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FaultProxyError {
@@ -193,8 +190,7 @@ struct Inner {
 }
 
 struct Shared {
-    upstream: String,
-    http: reqwest::Client,
+    relay: Relay,
     inner: Mutex<Inner>,
 }
 
@@ -225,7 +221,8 @@ impl FaultProxy {
             return Err(FaultProxyError::BadUpstream(upstream));
         }
         let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(120)).build()?;
-        let shared = Arc::new(Shared { upstream, http, inner: Mutex::new(Inner::default()) });
+        let shared =
+            Arc::new(Shared { relay: Relay::new(upstream, http), inner: Mutex::new(Inner::default()) });
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .map_err(|source| FaultProxyError::Bind { port, source })?;
@@ -240,7 +237,7 @@ impl FaultProxy {
                 tracing::error!(error = %e, "fault proxy stopped");
             }
         });
-        tracing::info!(%addr, upstream = %shared.upstream, "fault proxy listening");
+        tracing::info!(%addr, upstream = %shared.relay.upstream(), "fault proxy listening");
         Ok(Self { addr, shared, shutdown: Some(tx), task: Some(task) })
     }
 
@@ -254,7 +251,7 @@ impl FaultProxy {
     }
 
     pub fn upstream(&self) -> &str {
-        &self.shared.upstream
+        self.shared.relay.upstream()
     }
 
     pub fn inject(&self, fault: Fault) {
@@ -460,64 +457,11 @@ fn live_fleet_faults(shared: &Shared) -> (Vec<u64>, Vec<fleet::OverrideFault>) {
     (idx, out)
 }
 
-fn respond(status: StatusCode, headers: HeaderMap, body: impl Into<Body>) -> Response {
-    let mut r = Response::new(body.into());
-    *r.status_mut() = status;
-    *r.headers_mut() = headers;
-    r
-}
-
-fn bad_gateway(msg: String) -> Response {
-    (StatusCode::BAD_GATEWAY, msg).into_response()
-}
-
-const HOP_BY_HOP: &[&str] = &[
-    "host",
-    "content-length",
-    "connection",
-    "transfer-encoding",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "expect",
-];
-
-fn forwardable(name: &HeaderName) -> bool {
-    !HOP_BY_HOP.contains(&name.as_str()) && !name.as_str().starts_with("proxy-")
-}
-
-async fn forward(
-    shared: &Shared,
-    method: &http::Method,
-    path_and_query: &str,
-    headers: &HeaderMap,
-    body: Bytes,
-) -> Result<(StatusCode, HeaderMap, Bytes), String> {
-    let url = format!("{}{}", shared.upstream, path_and_query);
-    let mut req = shared.http.request(method.clone(), &url).body(body);
-    for (k, v) in headers {
-        if forwardable(k) {
-            req = req.header(k, v);
-        }
-    }
-    let resp = req.send().await.map_err(|e| format!("upstream {url}: {e}"))?;
-    let status = resp.status();
-    let mut out_headers = HeaderMap::new();
-    for (k, v) in resp.headers() {
-        if forwardable(k) {
-            out_headers.append(k.clone(), v.clone());
-        }
-    }
-    let bytes = resp.bytes().await.map_err(|e| format!("upstream body: {e}"))?;
-    Ok((status, out_headers, bytes))
-}
-
 async fn proxy_handler(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+    let body = match read_body(body).await {
         Ok(b) => b,
-        Err(e) => return (StatusCode::PAYLOAD_TOO_LARGE, format!("request body: {e}")).into_response(),
+        Err(refused) => return refused,
     };
     let path_and_query = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
     let call = protocol::identify(&path_and_query, &parts.headers, &body);
@@ -533,7 +477,7 @@ async fn proxy_handler(State(shared): State<Arc<Shared>>, req: Request) -> Respo
     if call.action.as_deref() == Some("CreateFleet") {
         return create_fleet(&shared, &parts, &path_and_query, &call, body).await;
     }
-    match forward(&shared, &parts.method, &path_and_query, &parts.headers, body).await {
+    match shared.relay.forward(&parts.method, &path_and_query, &parts.headers, body).await {
         Ok((st, h, b)) => respond(st, h, b),
         Err(e) => bad_gateway(e),
     }
@@ -582,7 +526,7 @@ async fn create_fleet(
     let (indexes, faults) = live_fleet_faults(shared);
     let rewrite = if faults.is_empty() { None } else { fleet::rewrite(&call.form, &faults) };
     let result: Result<(StatusCode, HeaderMap, Bytes), String> = match &rewrite {
-        None => forward(shared, &parts.method, path_and_query, &parts.headers, body).await,
+        None => shared.relay.forward(&parts.method, path_and_query, &parts.headers, body).await,
         Some(rw) => {
             {
                 let mut g = shared.lock();
@@ -606,7 +550,8 @@ async fn create_fleet(
                 }
                 Some(fwd) => {
                     let new_body = Bytes::from(form::encode(fwd));
-                    match forward(shared, &parts.method, path_and_query, &parts.headers, new_body).await {
+                    match shared.relay.forward(&parts.method, path_and_query, &parts.headers, new_body).await
+                    {
                         Ok((st, h, b)) if st.is_success() => {
                             let merged = fleet::merge_errors(&String::from_utf8_lossy(&b), &rw.error_items);
                             Ok((st, h, Bytes::from(merged)))

@@ -12,4 +12,5 @@ pub mod fault_proxy;
 pub mod github;
 pub mod imds;
 pub mod instances;
+pub mod relay;
 pub mod trace;

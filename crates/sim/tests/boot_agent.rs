@@ -355,10 +355,11 @@ async fn tags_the_instance_when_a_spot_interruption_notice_appears() {
 async fn an_early_failure_still_ends_the_instance() {
     let cloud = cloud().await;
     let fx = runner_fixture("exit 0");
-    // A port nothing listens on: the IMDS token request fails at once.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_endpoint = format!("http://{}", dead.local_addr().unwrap());
-    drop(dead);
+    // A port nothing listens on, so the IMDS token request fails at once. Not a port the OS
+    // handed out and this test let go: a server of a test running beside this one could be
+    // given it next (CI saw this test fail), and answer. Port 1 is below every ephemeral range
+    // and no part of the local cloud binds a fixed port.
+    let dead_endpoint = "http://127.0.0.1:1".to_owned();
     let imds = identity_for("i-0000000000000beef").await;
     let mut cmd = agent_command(&cloud, &imds, &fx, 5);
     cmd.env("HANGAR_IMDS_ENDPOINT", &dead_endpoint);

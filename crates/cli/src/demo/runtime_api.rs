@@ -15,24 +15,19 @@
 //! sets an invocation's deadline to when it is handed over plus the function's timeout (the
 //! watch's `--timeout`, which also ends the invocation there).
 
-use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
 use axum::Router;
+use hangar_sim::relay::{bad_gateway, read_body, respond, Relay};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const DEADLINE: &str = "lambda-runtime-deadline-ms";
-/// Invocation events and responses are at most 6 MB in Lambda.
-const MAX_BODY: usize = 16 * 1024 * 1024;
-/// Not forwarded: they describe one hop.
-const HOP_BY_HOP: [&str; 5] = ["connection", "keep-alive", "transfer-encoding", "content-length", "host"];
 
 struct Shared {
-    http: reqwest::Client,
     /// The watch's runtime API, e.g. `http://127.0.0.1:9000/.rt`.
-    upstream: String,
+    relay: Relay,
     timeout: Duration,
 }
 
@@ -42,7 +37,9 @@ pub async fn start(
     upstream: String,
     timeout: Duration,
 ) -> anyhow::Result<(String, tokio::task::JoinHandle<()>)> {
-    let shared = Arc::new(Shared { http: reqwest::Client::builder().build()?, upstream, timeout });
+    // No client timeout: the watch holds an idle `/next` open until its own `--timeout`.
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let shared = Arc::new(Shared { relay: Relay::new(upstream, http), timeout });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let app = Router::new().fallback(forward).with_state(shared);
@@ -61,46 +58,27 @@ pub fn deadline_ms(now: SystemTime, timeout: Duration) -> u64 {
 
 async fn forward(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+    let body = match read_body(body).await {
         Ok(b) => b,
-        Err(e) => return (StatusCode::PAYLOAD_TOO_LARGE, format!("request body: {e}")).into_response(),
+        Err(refused) => return refused,
     };
-    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+    let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let next = parts.uri.path().ends_with("/runtime/invocation/next");
     loop {
-        let url = format!("{}{path}", shared.upstream);
-        let mut up = shared.http.request(parts.method.clone(), &url).body(body.clone());
-        for (k, v) in &parts.headers {
-            if !HOP_BY_HOP.contains(&k.as_str()) {
-                up = up.header(k, v);
+        let (status, mut headers, bytes) =
+            match shared.relay.forward(&parts.method, path, &parts.headers, body.clone()).await {
+                Ok(answer) => answer,
+                Err(e) => return bad_gateway(e),
+            };
+        match status {
+            StatusCode::REQUEST_TIMEOUT if next => continue,
+            s if next && s.is_success() => {
+                let at = deadline_ms(SystemTime::now(), shared.timeout);
+                headers.insert(DEADLINE, HeaderValue::from(at));
             }
+            _ => {}
         }
-        let resp = match up.send().await {
-            Ok(r) => r,
-            Err(e) => return (StatusCode::BAD_GATEWAY, format!("runtime API {url}: {e}")).into_response(),
-        };
-        let status = resp.status();
-        if next && status == StatusCode::REQUEST_TIMEOUT {
-            continue;
-        }
-        let mut headers = HeaderMap::new();
-        for (k, v) in resp.headers() {
-            if !HOP_BY_HOP.contains(&k.as_str()) {
-                headers.append(k.clone(), v.clone());
-            }
-        }
-        if next && status.is_success() {
-            let at = deadline_ms(SystemTime::now(), shared.timeout);
-            headers.insert(DEADLINE, HeaderValue::from(at));
-        }
-        let bytes: Bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) => return (StatusCode::BAD_GATEWAY, format!("runtime API body: {e}")).into_response(),
-        };
-        let mut out = Response::new(Body::from(bytes));
-        *out.status_mut() = status;
-        *out.headers_mut() = headers;
-        return out;
+        return respond(status, headers, bytes);
     }
 }
 
