@@ -4,12 +4,17 @@
 //! - **Table:** partition key `pk` (string) = `<job id>#<run attempt>`, no sort key. Every event
 //!   names its job attempt, so each transition is one conditional write on one item, with no
 //!   read first; a re-run attempt is a new item.
-//! - **Index `queued-by-pool`:** a global secondary index with partition key `queued_pool` and
-//!   sort key `created_ms`, keys only. `queued_pool` is written only while the entry is queued
-//!   and removed by the write that starts or ends it, so the index is *sparse*: it holds the
-//!   queued jobs and nothing else, and a pool's queue is one query, oldest first, whose cost
-//!   follows the queue's length, not the pool's history. (Keying the table by pool instead would
-//!   put every job of the pool in one partition and make each query read the day's history.)
+//! - **Index `open-by-pool`:** a global secondary index with partition key `open_pool` and
+//!   sort key `created_ms`, keys only. `open_pool` is written while the entry is open, as
+//!   [`open_pool`] says (a queued job under its own pool, a started one under its runner's),
+//!   and removed by the write that ends it, so the index is *sparse*: it holds the open jobs
+//!   and nothing else, and a pool's queue and running jobs are one query, oldest first, whose
+//!   cost follows the pool's queue and its runners, not its history. (Keying the table by pool
+//!   instead would put every job of the pool in one partition and make each query read the
+//!   day's history.) The started jobs are in it so that a plan sees a runner busy as soon as
+//!   the webhook recorded its job's start, not only once the pool's own batch reaches the
+//!   start and tags the instance: between the two the job is no longer queued, and a runner
+//!   still counted free would hold back a launch (a stall).
 //! - **Consistency:** a GSI is only eventually consistent, so a job that just started could
 //!   still be listed, and planning on it would launch for a job that no longer waits. So
 //!   [`JobLedger::queued`] takes the keys from the index and reads the items themselves with a
@@ -21,7 +26,7 @@
 //! - **TTL** on `expires_at` (epoch seconds), [`ENTRY_TTL_HOURS`] after the last change.
 //!
 //! IAM: `dynamodb:PutItem`, `dynamodb:UpdateItem`, `dynamodb:GetItem`, `dynamodb:BatchGetItem`
-//! on the table; `dynamodb:Query` on `table/<name>/index/queued-by-pool`.
+//! on the table; `dynamodb:Query` on `table/<name>/index/open-by-pool`.
 //!
 //! [`ENTRY_TTL_HOURS`]: hangar_core::ledger::ENTRY_TTL_HOURS
 
@@ -36,8 +41,8 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, SecondsFormat, Utc};
 use hangar_core::ids::{InstallationId, PoolName, RunId, RunnerName};
 use hangar_core::ledger::{
-    expires_at, sort_oldest_first, transition, Applied, JobChange, JobEvent, JobKey, JobLedger, JobStatus,
-    LedgerError, LedgerJob,
+    expires_at, open_pool, sort_oldest_first, transition, Applied, JobChange, JobEvent, JobKey, JobLedger,
+    JobStatus, LedgerError, LedgerJob,
 };
 use hangar_core::ports::PortError;
 use std::collections::HashMap;
@@ -77,8 +82,8 @@ where
     classify(operation, err, |se| Some(se.throttled()))
 }
 
-/// The index that lists each pool's queued jobs.
-pub const QUEUED_INDEX: &str = "queued-by-pool";
+/// The index that lists each pool's open jobs.
+pub const OPEN_INDEX: &str = "open-by-pool";
 /// `BatchGetItem` takes at most 100 keys per call.
 const BATCH_GET_MAX: usize = 100;
 /// Unprocessed keys (DynamoDB's answer under load) are asked for again this many times.
@@ -99,7 +104,7 @@ mod attr {
     pub const RUNNER_NAME: &str = "runner_name";
     pub const CONCLUSION: &str = "conclusion";
     pub const EXPIRES_AT: &str = "expires_at";
-    pub const QUEUED_POOL: &str = "queued_pool";
+    pub const OPEN_POOL: &str = "open_pool";
 }
 
 /// [`JobLedger`] on one DynamoDB table (see the module docs for the keys).
@@ -121,7 +126,7 @@ impl DynamoLedger {
     /// `Ok(None)`: created. `Ok(Some(status))`: an entry existed, with that status.
     async fn put_queued(&self, event: &JobEvent, job: &LedgerJob) -> Result<Option<JobStatus>, PortError> {
         let mut item = to_item(job);
-        item.insert(attr::QUEUED_POOL.into(), s(job.pool.as_str()));
+        item.insert(attr::OPEN_POOL.into(), s(job.pool.as_str()));
         let res = self
             .client
             .put_item()
@@ -300,14 +305,14 @@ impl JobLedger for DynamoLedger {
         }
     }
 
-    async fn queued(&self, pool: &PoolName) -> Result<Vec<LedgerJob>, PortError> {
+    async fn open(&self, pool: &PoolName) -> Result<Vec<LedgerJob>, PortError> {
         let pages = self
             .client
             .query()
             .table_name(&self.table)
-            .index_name(QUEUED_INDEX)
-            .key_condition_expression("#qp = :pool")
-            .expression_attribute_names("#qp", attr::QUEUED_POOL)
+            .index_name(OPEN_INDEX)
+            .key_condition_expression("#op = :pool")
+            .expression_attribute_names("#op", attr::OPEN_POOL)
             .expression_attribute_values(":pool", s(pool.as_str()))
             .into_paginator()
             .items()
@@ -319,12 +324,8 @@ impl JobLedger for DynamoLedger {
             let item = item.map_err(|e| item_error("dynamodb:Query", e))?;
             keys.push(get_s(&item, attr::PK)?.parse::<JobKey>()?);
         }
-        let mut jobs: Vec<_> = self
-            .batch_get(keys)
-            .await?
-            .into_iter()
-            .filter(|j| j.status == JobStatus::Queued && &j.pool == pool)
-            .collect();
+        let mut jobs: Vec<_> =
+            self.batch_get(keys).await?.into_iter().filter(|j| open_pool(j).as_ref() == Some(pool)).collect();
         sort_oldest_first(&mut jobs);
         Ok(jobs)
     }
@@ -363,7 +364,7 @@ fn update_for(event: &JobEvent, now: DateTime<Utc>) -> Update {
         "#created_ms = if_not_exists(#created_ms, :at_ms)",
         "#expires_at = :expires_at",
     ];
-    let mut remove = vec!["#queued_pool"];
+    let mut remove: Vec<&str> = Vec::new();
     let mut names: HashMap<String, String> = [
         attr::PK,
         attr::STATUS,
@@ -374,7 +375,7 @@ fn update_for(event: &JobEvent, now: DateTime<Utc>) -> Update {
         attr::CREATED_AT,
         attr::CREATED_MS,
         attr::EXPIRES_AT,
-        attr::QUEUED_POOL,
+        attr::OPEN_POOL,
     ]
     .iter()
     .map(|a| (format!("#{a}"), (*a).to_owned()))
@@ -397,6 +398,14 @@ fn update_for(event: &JobEvent, now: DateTime<Utc>) -> Update {
             let at = started_at.unwrap_or(now);
             set.push("#started_at = :at");
             names.insert("#started_at".into(), attr::STARTED_AT.into());
+            // Listed under its runner's pool while it runs ([`open_pool`]).
+            match runner_name.as_ref().and_then(RunnerName::pool) {
+                Some(p) => {
+                    set.push("#open_pool = :runner_pool");
+                    values.insert(":runner_pool".into(), s(p.as_str()));
+                }
+                None => set.push("#open_pool = if_not_exists(#pool, :pool)"),
+            }
             values.insert(":from".into(), s(JobStatus::Queued.as_str()));
             (at, runner_name, "attribute_not_exists(#pk) OR #status = :from")
         }
@@ -404,6 +413,7 @@ fn update_for(event: &JobEvent, now: DateTime<Utc>) -> Update {
             let at = completed_at.unwrap_or(now);
             set.push("#completed_at = :at");
             names.insert("#completed_at".into(), attr::COMPLETED_AT.into());
+            remove.push("#open_pool");
             names.insert("#conclusion".into(), attr::CONCLUSION.into());
             match conclusion {
                 Some(c) => {
@@ -424,7 +434,10 @@ fn update_for(event: &JobEvent, now: DateTime<Utc>) -> Update {
     values.insert(":to".into(), s(event.change.status().as_str()));
     values.insert(":at".into(), s(&fmt_time(at)));
     values.insert(":at_ms".into(), AttributeValue::N(at.timestamp_millis().to_string()));
-    let expression = format!("SET {} REMOVE {}", set.join(", "), remove.join(", "));
+    let mut expression = format!("SET {}", set.join(", "));
+    if !remove.is_empty() {
+        expression.push_str(&format!(" REMOVE {}", remove.join(", ")));
+    }
     Update { expression, condition, names, values }
 }
 
@@ -558,12 +571,12 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Res
         .billing_mode(BillingMode::PayPerRequest)
         .key_schema(key(attr::PK, KeyType::Hash).map_err(built)?)
         .attribute_definitions(def(attr::PK, ScalarAttributeType::S).map_err(built)?)
-        .attribute_definitions(def(attr::QUEUED_POOL, ScalarAttributeType::S).map_err(built)?)
+        .attribute_definitions(def(attr::OPEN_POOL, ScalarAttributeType::S).map_err(built)?)
         .attribute_definitions(def(attr::CREATED_MS, ScalarAttributeType::N).map_err(built)?)
         .global_secondary_indexes(
             GlobalSecondaryIndex::builder()
-                .index_name(QUEUED_INDEX)
-                .key_schema(key(attr::QUEUED_POOL, KeyType::Hash).map_err(built)?)
+                .index_name(OPEN_INDEX)
+                .key_schema(key(attr::OPEN_POOL, KeyType::Hash).map_err(built)?)
                 .key_schema(key(attr::CREATED_MS, KeyType::Range).map_err(built)?)
                 .projection(Projection::builder().projection_type(ProjectionType::KeysOnly).build())
                 .build()

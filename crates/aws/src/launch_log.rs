@@ -5,8 +5,8 @@
 //! so none can collide with it), with one number attribute per
 //! launch, named `l_<instance id>`, holding the launch time in epoch milliseconds. Each batch
 //! that launches adds its instances and drops the stale entries in one `UpdateItem`; each plan
-//! reads the item back with one consistent `GetItem`. The item has no `queued_pool`, so the
-//! queued-jobs index never lists it, and its `expires_at` (an hour after the last launch) lets
+//! reads the item back with one consistent `GetItem`. The item has no `open_pool`, so the
+//! open-jobs index never lists it, and its `expires_at` (an hour after the last launch) lets
 //! DynamoDB's TTL remove a quiet pool's item.
 //!
 //! Size: an entry is about 40 bytes and lives [`RECORDED_LAUNCH_TTL_SECS`] before the next

@@ -5,7 +5,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Duration, Utc};
-use hangar_aws::dynamo::{create_table, DynamoLedger, QUEUED_INDEX};
+use hangar_aws::dynamo::{create_table, DynamoLedger, OPEN_INDEX};
 use hangar_aws::sdk::{with_retries, RetrySettings};
 use hangar_core::ids::{InstallationId, JobId, PoolName, RunId, RunnerName};
 use hangar_core::ledger::{Applied, JobChange, JobEvent, JobKey, JobLedger, JobStatus, MemoryLedger};
@@ -117,6 +117,7 @@ async fn every_order_of_events_with_duplicates_matches_the_core_rules() {
         });
     }
     let mut expect_queued = Vec::new();
+    let mut expect_started = 0;
     while let Some(r) = tasks.join_next().await {
         let (seq, status) = r.expect("task");
         // The rules, stated once more by hand: the entry ends at the furthest status reached,
@@ -132,12 +133,52 @@ async fn every_order_of_events_with_duplicates_matches_the_core_rules() {
         if furthest == JobStatus::Queued {
             expect_queued.push(seq);
         }
+        expect_started += usize::from(furthest == JobStatus::Started);
     }
     // Only the all-`queued` sequences leave a queued job: 1 + 1 + 1 + 1.
     assert_eq!(expect_queued.len(), 4);
     let queued = dynamo.queued(&PoolName::from(pool.as_str())).await.unwrap();
     assert_eq!(queued.len(), 4, "{queued:?}");
     assert!(queued.iter().all(|j| j.status == JobStatus::Queued));
+    // The open jobs are the queued ones and the started ones (their runners are this pool's);
+    // no ended job stays in the index.
+    let open = dynamo.open(&PoolName::from(pool.as_str())).await.unwrap();
+    let started = open.iter().filter(|j| j.status == JobStatus::Started).count();
+    assert_eq!((open.len(), started), (4 + expect_started, expect_started), "{open:?}");
+}
+
+#[tokio::test]
+async fn a_started_job_is_open_under_its_runners_pool_until_it_ends() {
+    let (dynamo, _) = ledger().await;
+    let (a, b) = (unique("a"), unique("b"));
+    let (pa, pb) = (PoolName::from(a.as_str()), PoolName::from(b.as_str()));
+    let now = t(5000);
+    // Routed to pool A, run on pool B's runner (labels overlap).
+    let mut start = event(&a, 1, 1, Kind::Started);
+    start.change = JobChange::Started {
+        runner_name: Some(RunnerName::from(format!("hangar-{b}-i-0abc1"))),
+        started_at: Some(t(2000)),
+    };
+    let memory = MemoryLedger::new();
+    for e in [event(&a, 1, 1, Kind::Queued), start] {
+        assert_eq!(dynamo.apply(&e, now).await.unwrap(), memory.apply(&e, now).await.unwrap());
+    }
+    for (pool, want) in [(&pa, 0), (&pb, 1)] {
+        let open = dynamo.open(pool).await.unwrap();
+        assert_eq!(open, memory.open(pool).await.unwrap(), "{pool}: DynamoDB and the core agree");
+        assert_eq!(open.len(), want, "{pool}: {open:?}");
+        assert_eq!(dynamo.queued(pool).await.unwrap(), vec![], "{pool}: nothing queued");
+    }
+    // In progress before queued, with no runner's pool to go by: its own pool's.
+    let mut nameless = event(&a, 2, 1, Kind::Started);
+    nameless.change = JobChange::Started { runner_name: None, started_at: Some(t(2000)) };
+    dynamo.apply(&nameless, now).await.unwrap();
+    assert_eq!(dynamo.open(&pa).await.unwrap().len(), 1);
+    // Ended: open nowhere.
+    dynamo.apply(&event(&a, 1, 1, Kind::Completed), now).await.unwrap();
+    dynamo.apply(&event(&a, 2, 1, Kind::Completed), now).await.unwrap();
+    assert_eq!(dynamo.open(&pa).await.unwrap(), vec![]);
+    assert_eq!(dynamo.open(&pb).await.unwrap(), vec![]);
 }
 
 #[tokio::test]
@@ -169,8 +210,8 @@ async fn a_cancel_while_queued_ends_the_job_and_leaves_the_index() {
     let raw = c
         .query()
         .table_name(dynamo.table())
-        .index_name(QUEUED_INDEX)
-        .key_condition_expression("queued_pool = :p")
+        .index_name(OPEN_INDEX)
+        .key_condition_expression("open_pool = :p")
         .expression_attribute_values(":p", AttributeValue::S(pool.clone()))
         .send()
         .await

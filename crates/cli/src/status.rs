@@ -2,7 +2,7 @@
 //! idle, busy and pending runners (from EC2), the warm target, and whether the pool is at its
 //! cap. Read with the operator's own AWS credentials (the default chain); nothing is written.
 //!
-//! IAM for the operator: `dynamodb:Query` on the ledger's `queued-by-pool` index,
+//! IAM for the operator: `dynamodb:Query` on the ledger's `open-by-pool` index,
 //! `dynamodb:BatchGetItem` on the table, `kms:Decrypt` on the stack's key (the table is
 //! encrypted with it), `ec2:DescribeInstances`, and `ssm:GetParameter` on the configuration
 //! parameter when `--config-parameter` is used (infra/README.md has the policy).
@@ -15,7 +15,7 @@ use hangar_aws::ec2::Ec2Fleet;
 use hangar_aws::reexports::{dynamodb, ec2, ssm};
 use hangar_aws::ssm::SsmConfigSource;
 use hangar_core::config::Config;
-use hangar_core::ledger::JobLedger;
+use hangar_core::ledger::{JobLedger, JobStatus};
 use hangar_core::plan::{pool_status, PoolStatus, PoolView};
 use hangar_core::ports::Fleet;
 use std::path::PathBuf;
@@ -73,11 +73,15 @@ async fn status(args: StatusArgs) -> Result<i32> {
             .describe_pool(&pool.name)
             .await
             .with_context(|| format!("describing pool {}", pool.name))?;
-        let queued = ledger
-            .queued(&pool.name)
+        let (queued, running): (Vec<_>, Vec<_>) = ledger
+            .open(&pool.name)
             .await
-            .with_context(|| format!("reading the ledger for pool {}", pool.name))?;
-        rows.push(pool_status(&PoolView::batch(pool, now, &queued, &instances)));
+            .with_context(|| format!("reading the ledger for pool {}", pool.name))?
+            .into_iter()
+            .partition(|j| j.status == JobStatus::Queued);
+        let mut view = PoolView::batch(pool, now, &queued, &instances);
+        view.running = &running;
+        rows.push(pool_status(&view));
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

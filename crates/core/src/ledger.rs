@@ -374,18 +374,39 @@ impl From<LedgerError> for PortError {
     }
 }
 
+/// The pool an open entry is listed under, for [`JobLedger::open`]: a queued job's own pool; a
+/// started job's *runner's* pool (a job may run on any pool's runner whose labels fit, and it
+/// is that pool's runner it keeps busy), or its own when the runner's name names no pool; none
+/// once it is done.
+pub fn open_pool(job: &LedgerJob) -> Option<PoolName> {
+    match job.status {
+        JobStatus::Queued => Some(job.pool.clone()),
+        JobStatus::Started => {
+            Some(job.runner_name.as_ref().and_then(RunnerName::pool).unwrap_or_else(|| job.pool.clone()))
+        }
+        JobStatus::Done => None,
+    }
+}
+
 /// The job ledger.
 ///
 /// The DynamoDB adapter needs `dynamodb:PutItem`, `dynamodb:UpdateItem` and `dynamodb:GetItem`
-/// on the table for [`JobLedger::apply`], and `dynamodb:Query` on its `queued-by-pool` index
-/// plus `dynamodb:BatchGetItem` on the table for [`JobLedger::queued`].
+/// on the table for [`JobLedger::apply`], and `dynamodb:Query` on its `open-by-pool` index
+/// plus `dynamodb:BatchGetItem` on the table for [`JobLedger::open`].
 #[async_trait]
 pub trait JobLedger: Send + Sync {
     /// Applies one event by [`transition`]'s rules, atomically (a conditional write), with the
     /// TTL counted from `now`.
     async fn apply(&self, event: &JobEvent, now: DateTime<Utc>) -> Result<Applied, PortError>;
-    /// The pool's queued jobs, oldest first, as of a consistent read of each.
-    async fn queued(&self, pool: &PoolName) -> Result<Vec<LedgerJob>, PortError>;
+    /// The pool's open entries ([`open_pool`]): its queued jobs and the started jobs running on
+    /// its runners, oldest first, each as of a consistent read. The started ones tell a plan
+    /// which runners are busy as soon as anyone recorded the start, before the pool's own
+    /// batch reaches it and tags the instance.
+    async fn open(&self, pool: &PoolName) -> Result<Vec<LedgerJob>, PortError>;
+    /// The pool's queued jobs, oldest first: the queued part of [`JobLedger::open`].
+    async fn queued(&self, pool: &PoolName) -> Result<Vec<LedgerJob>, PortError> {
+        Ok(self.open(pool).await?.into_iter().filter(|j| j.status == JobStatus::Queued).collect())
+    }
     /// One entry, read consistently.
     async fn get(&self, key: JobKey) -> Result<Option<LedgerJob>, PortError>;
 }
@@ -418,10 +439,10 @@ impl JobLedger for MemoryLedger {
         Ok(applied)
     }
 
-    async fn queued(&self, pool: &PoolName) -> Result<Vec<LedgerJob>, PortError> {
+    async fn open(&self, pool: &PoolName) -> Result<Vec<LedgerJob>, PortError> {
         let jobs = self.jobs.lock().expect("ledger lock");
         let mut out: Vec<_> =
-            jobs.values().filter(|j| &j.pool == pool && j.status == JobStatus::Queued).cloned().collect();
+            jobs.values().filter(|j| open_pool(j).as_ref() == Some(pool)).cloned().collect();
         sort_oldest_first(&mut out);
         Ok(out)
     }

@@ -85,6 +85,10 @@ pub struct PoolView<'a> {
     pub recorded_launches: &'a [RecordedLaunch],
     /// Jobs this batch moved to started: their runners are busy now, whatever the tags say.
     pub started: &'a [LedgerJob],
+    /// The ledger's started jobs on the pool's runners ([`crate::ledger::JobLedger::open`]):
+    /// busy too, though the batch that tags them may not have run yet (the webhook records a
+    /// start as it arrives, and the job is no longer queued from then on).
+    pub running: &'a [LedgerJob],
     /// Jobs this batch moved to done: their runners are finished, and an interrupted one may
     /// earn the job a re-run.
     pub finished: &'a [LedgerJob],
@@ -116,6 +120,7 @@ impl<'a> PoolView<'a> {
             instances,
             recorded_launches: &[],
             started: &[],
+            running: &[],
             finished: &[],
             runners: None,
             jit_configs: None,
@@ -408,7 +413,8 @@ fn observe<'a>(view: &PoolView<'a>) -> Vec<Slot<'a>> {
     let ran = |jobs: &'a [LedgerJob]| -> BTreeSet<InstanceId> {
         jobs.iter().filter_map(|j| j.runner_name.as_ref().and_then(RunnerName::instance_id)).collect()
     };
-    let started = ran(view.started);
+    let mut started = ran(view.started);
+    started.extend(ran(view.running));
     let finished = ran(view.finished);
     // GitHub's view, reconcile only. A runner online has registered, so its instance is idle
     // even if its tag still says pending. A runner GitHub calls busy is never trimmed or timed

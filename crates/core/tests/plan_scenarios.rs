@@ -343,3 +343,29 @@ fn a_runner_github_calls_busy_before_the_ledger_has_its_start_is_not_counted_twi
     assert_eq!((after.launch_count(), after.counts.busy), (0, 1), "{after:?}");
     assert!(after.terminate.is_empty(), "{after:?}");
 }
+
+#[test]
+fn a_start_the_webhook_recorded_makes_its_runner_busy_before_the_pools_batch_reaches_it() {
+    // J runs on the pool's one runner; the webhook recorded its start (so J is not queued), and
+    // the pool's batch has not reached J's `in_progress` yet (so the instance is not tagged).
+    // K arrives: its batch must launch for it, not count J's runner as free (a stall).
+    let cfg = plan_support::pool("linux", &["self-hosted"], 5, 0);
+    let now = plan_support::t0();
+    let mut sim = Sim::two_pools(5, 0, 0);
+    let j = sim.arrive(LINUX, 1);
+    let k = sim.arrive(LINUX, 1);
+    handle_all(&mut sim);
+    let inst = view_instances(&cfg, 1, Lifecycle::Pending, 30);
+    let mut running = sim.ledger[&j].clone();
+    running.status = hangar_core::ledger::JobStatus::Started;
+    running.runner_name = Some(hangar_core::ids::RunnerName::for_instance(&cfg.name, &inst.id));
+    let queued = vec![sim.ledger[&k].clone()];
+    let instances = [inst];
+    let mut view = PoolView::batch(&cfg, now, &queued, &instances);
+    assert_eq!(plan_pool(&view).launch_count(), 0, "without the ledger's starts the runner looks free");
+    let running = [running];
+    view.running = &running;
+    let p = plan_pool(&view);
+    assert_eq!((p.launch_count(), p.counts.busy, p.counts.free()), (1, 1, 0), "{p:?}");
+    assert_eq!(p.tag_busy, vec![instances[0].id.clone()], "the plan tags it busy itself");
+}

@@ -146,8 +146,8 @@ impl Scaler {
                 return failed;
             }
         };
-        let queued = match ledger.queued(&pool.name).await {
-            Ok(q) => q,
+        let (queued, running): (Vec<LedgerJob>, Vec<LedgerJob>) = match ledger.open(&pool.name).await {
+            Ok(open) => open.into_iter().partition(|j| j.status == JobStatus::Queued),
             Err(e) => {
                 tracing::warn!(pool = %pool.name, code = e.code.as_deref().unwrap_or(""), error = %e, "ledger query failed; the batch is retried");
                 failed.extend(items.into_iter().map(|i| i.message_id));
@@ -165,6 +165,7 @@ impl Scaler {
         let mut view = PoolView::batch(pool, now, &queued, &instances);
         view.recorded_launches = &launches;
         view.started = &started_jobs;
+        view.running = &running;
         view.finished = &finished_jobs;
         if let (Some(r), Some(c)) = (&runners, &configs) {
             view.mode = Mode::Reconcile;
@@ -308,6 +309,7 @@ impl Scaler {
                 let job = view
                     .started
                     .iter()
+                    .chain(view.running)
                     .find(|j| j.runner_name.as_ref().and_then(RunnerName::instance_id).as_ref() == Some(id))
                     .map(|j| j.key.job_id);
                 self.p.fleet.set_lifecycle(id, Lifecycle::Busy, job).await
