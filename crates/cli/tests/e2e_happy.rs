@@ -11,11 +11,13 @@ fn every_job_completes_with_no_leftovers_and_about_one_launch_per_job() {
         &(pool("x64", "self-hosted, linux, x64", "m5.large, m6i.large", 10, 1, "spot")
             + &pool("arm64", "self-hosted, linux, arm64", "m7g.large", 6, 0, "on-demand")),
     );
-    // Compressed 5x: jobs run 4-8 s real, longer than a batch takes to handle their starts.
-    // Jobs shorter than that (10x: 2-4 s) let runners swap jobs and die before their starts
-    // are handled, which costs a wasted launch now and then: one CI run saw 1.118.
+    // Compressed 5x: jobs run 4-8 s real. On the counting planner (the earmark planner, at 10x,
+    // let runners swap jobs and die before their starts were handled: one CI run saw 1.118).
+    // Two local runs on 2026-12-07 launched 35 for 34 jobs and a warm runner: once 25 + 10,
+    // once 24 + 11 (the x64 warm runner taken by its last job as teardown drained the warm
+    // pools, and one launch too many in arm64 that this test does not explain yet).
     let trace = "name: happy\ntime_compression: 5\ngenerate:\n  - { count: 24, from: 0, to: 200, repos: [octo-org/api, octo-org/web], labels: [[self-hosted, linux, x64]], durations: [20, 30, 40] }\n  - { count: 10, from: 5, to: 195, repos: [octo-org/mobile], labels: [[self-hosted, linux, arm64]], durations: [25, 35] }\n";
-    let r = run(trace, &cfg, &[]);
+    let r = run(trace, &cfg, &["--planner", "counting"]);
     r.assert_clean();
     assert_eq!(r.u("jobs_total"), 34);
     let lpj = r.report["launches_per_job"].as_f64().unwrap();
