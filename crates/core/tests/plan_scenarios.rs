@@ -27,6 +27,31 @@ fn running_on(sim: &Sim, key: JobKey) -> InstanceId {
     }
 }
 
+/// `n` jobs queued in the `linux` pool, as the ledger holds them once their batches ran.
+fn queued_linux_jobs(n: usize) -> Vec<hangar_core::ledger::LedgerJob> {
+    let mut sim = Sim::two_pools(5, 0, 0);
+    let keys: Vec<JobKey> = (0..n).map(|_| sim.arrive(LINUX, 1)).collect();
+    handle_all(&mut sim);
+    keys.iter().map(|k| sim.ledger[k].clone()).collect()
+}
+
+/// The registered runner of `instance` in `cfg`'s pool.
+fn runner_of(
+    cfg: &hangar_core::config::PoolConfig,
+    id: u64,
+    instance: &InstanceId,
+    online: bool,
+    busy: bool,
+) -> RegisteredRunner {
+    RegisteredRunner {
+        id: RunnerId(id),
+        name: hangar_core::ids::RunnerName::for_instance(&cfg.name, instance),
+        online,
+        busy,
+        labels: vec![],
+    }
+}
+
 #[test]
 fn job_j_takes_the_runner_launched_for_k_there_is_no_extra_launch_and_k_starts_on_the_next() {
     let mut sim = Sim::two_pools(10, 0, 0);
@@ -204,13 +229,8 @@ fn a_busy_runner_is_never_deregistered_and_a_dead_idle_one_is() {
     gone.ec2_state = Ec2State::Terminated;
     let mut gone_busy = view_instances(&cfg, 2, Lifecycle::Busy, 900);
     gone_busy.ec2_state = Ec2State::Terminated;
-    let runner = |id: u64, n: u64, busy: bool| RegisteredRunner {
-        id: RunnerId(id),
-        name: hangar_core::ids::RunnerName::for_instance(&cfg.name, &InstanceId(format!("i-{n:08x}"))),
-        online: false,
-        busy,
-        labels: vec![],
-    };
+    let runner =
+        |id: u64, n: u64, busy: bool| runner_of(&cfg, id, &InstanceId(format!("i-{n:08x}")), false, busy);
     let runners = [runner(10, 1, false), runner(11, 2, true)];
     let p = plan_pool(&PoolView::reconcile(&cfg, now, &[], &[gone, gone_busy], &runners, &[]));
     assert_eq!(p.deregister.iter().map(|r| r.id).collect::<Vec<_>>(), vec![RunnerId(10)]);
@@ -220,10 +240,7 @@ fn a_busy_runner_is_never_deregistered_and_a_dead_idle_one_is() {
 fn a_launch_describe_does_not_list_yet_is_counted_until_it_is_listed_or_expires() {
     let cfg = plan_support::pool("linux", &["self-hosted"], 5, 0);
     let now = plan_support::t0();
-    let mut sim = Sim::two_pools(5, 0, 0);
-    let j = sim.arrive(LINUX, 1);
-    handle_all(&mut sim);
-    let queued = vec![sim.ledger[&j].clone()];
+    let queued = queued_linux_jobs(1);
     let recorded = [RecordedLaunch { id: InstanceId("i-00000f00".into()), launched_at: now }];
     let mut v = PoolView::batch(&cfg, now, &queued, &[]);
     let first = plan_pool(&v);
@@ -316,19 +333,10 @@ fn a_runner_github_calls_busy_before_the_ledger_has_its_start_is_not_counted_twi
     // has not been recorded yet, so the ledger still holds J as queued. Reconcile reads both.
     let cfg = plan_support::pool("linux", &["self-hosted"], 5, 0);
     let now = plan_support::t0();
-    let mut sim = Sim::two_pools(5, 0, 0);
-    let j = sim.arrive(LINUX, 1);
-    handle_all(&mut sim);
-    let queued = vec![sim.ledger[&j].clone()];
+    let queued = queued_linux_jobs(1);
     // Past the idle and boot timeouts, so only GitHub's word keeps it.
     let inst = view_instances(&cfg, 1, Lifecycle::Pending, 3600);
-    let runner = RegisteredRunner {
-        id: RunnerId(7),
-        name: hangar_core::ids::RunnerName::for_instance(&cfg.name, &inst.id),
-        online: true,
-        busy: true,
-        labels: vec![],
-    };
+    let runner = runner_of(&cfg, 7, &inst.id, true, true);
     let instances = [inst];
     let p =
         plan_pool(&PoolView::reconcile(&cfg, now, &queued, &instances, std::slice::from_ref(&runner), &[]));
@@ -351,15 +359,12 @@ fn a_start_the_webhook_recorded_makes_its_runner_busy_before_the_pools_batch_rea
     // K arrives: its batch must launch for it, not count J's runner as free (a stall).
     let cfg = plan_support::pool("linux", &["self-hosted"], 5, 0);
     let now = plan_support::t0();
-    let mut sim = Sim::two_pools(5, 0, 0);
-    let j = sim.arrive(LINUX, 1);
-    let k = sim.arrive(LINUX, 1);
-    handle_all(&mut sim);
+    let mut jobs = queued_linux_jobs(2);
+    let queued = jobs.split_off(1);
     let inst = view_instances(&cfg, 1, Lifecycle::Pending, 30);
-    let mut running = sim.ledger[&j].clone();
+    let mut running = jobs.remove(0);
     running.status = hangar_core::ledger::JobStatus::Started;
     running.runner_name = Some(hangar_core::ids::RunnerName::for_instance(&cfg.name, &inst.id));
-    let queued = vec![sim.ledger[&k].clone()];
     let instances = [inst];
     let mut view = PoolView::batch(&cfg, now, &queued, &instances);
     assert_eq!(plan_pool(&view).launch_count(), 0, "without the ledger's starts the runner looks free");
