@@ -1006,13 +1006,6 @@ impl Scaler {
 
     /// An instance is going away: its JIT parameter goes with it, and so does its runner if it
     /// registered but never ran a job (GitHub removes an ephemeral runner after its job itself).
-    ///
-    /// On the counting path the pool gets a tick and the parameter is deleted, and GitHub is
-    /// not called: a runner left behind is reconcile's (its plan deregisters the offline
-    /// runners of gone instances), as DESIGN.md has it. Listing the organisation's runners for
-    /// every instance that ends cost one paginated GitHub call per job (232 in a 200-job burst,
-    /// with two notifications per instance) and held the scaler's environments long enough
-    /// that 24 of these invocations ran past the function's timeout.
     pub async fn state_change(&self, id: &InstanceId, state: &str) -> Result<Value, ScalerError> {
         if !matches!(state, "shutting-down" | "terminated") {
             return Ok(json!({ "instance": id, "ignored": state }));
@@ -1020,26 +1013,18 @@ impl Scaler {
         let Some(inst) = self.p.lookup.lookup(id).await? else {
             return Ok(json!({ "instance": id, "managed": false }));
         };
+        let pool = self.p.config.pool(&inst.pool);
+        let org_scoped = pool.is_some_and(|p| p.runner_scope == RunnerScope::Org);
+        let holding = matches!(inst.lifecycle, Lifecycle::Pending | Lifecycle::Idle);
+        let (mut deregistered, mut replacement) = (false, false);
         if self.p.options.counting {
             // Its capacity is free again (and a job it never ran is still queued in the
             // ledger): the pool is planned again at once. Sent first, so that a failed cleanup
             // below (EventBridge retries it) cannot skip it; its deduplication id makes the
             // retry's copy a no-op.
             self.send_tick(&inst.pool, format!("gone-{id}")).await?;
-            self.p.jit.delete(id).await?;
-            tracing::info!(instance = %id, pool = %inst.pool, state, "instance gone; pool ticked, parameter deleted");
-            return Ok(json!({
-                "instance": id,
-                "managed": true,
-                "pool": inst.pool,
-                "deregistered": false,
-                "replacement_requested": true,
-            }));
+            replacement = true;
         }
-        let pool = self.p.config.pool(&inst.pool);
-        let org_scoped = pool.is_some_and(|p| p.runner_scope == RunnerScope::Org);
-        let holding = matches!(inst.lifecycle, Lifecycle::Pending | Lifecycle::Idle);
-        let (mut deregistered, mut replacement) = (false, false);
         if org_scoped && inst.lifecycle != Lifecycle::Busy {
             let name = RunnerName::for_instance(&inst.pool, id);
             let runners = self.p.github.list_runners(&self.p.config.organization).await?;
@@ -1051,7 +1036,9 @@ impl Scaler {
             // instance that never booted. The message goes before the cleanup, so that a
             // failure there (and EventBridge's retry) cannot skip it; its deduplication id makes
             // the retry's copy a no-op.
-            if let (true, Some(job), Some(r)) = (holding, inst.job_id, &runner) {
+            if let (false, true, Some(job), Some(r)) =
+                (self.p.options.counting, holding, inst.job_id, &runner)
+            {
                 if !r.busy {
                     let msg = ReplaceDead {
                         pool: inst.pool.clone(),

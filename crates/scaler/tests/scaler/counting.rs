@@ -119,14 +119,8 @@ async fn an_instance_that_dies_before_its_runner_registers_is_replaced_by_its_ti
     assert!(env.batch(&[("q", scale_up(&p, 1), 1)]).await.is_empty());
     let a = env.live().await[0].id.clone();
     env.ec2.terminate_instances().instance_ids(&a).send().await.expect("terminate");
-    assert!(env.jit(&a).await.is_some());
-    let github_calls = env.sim.count("list-runners") + env.github_writes();
     let resp = env.handle(ec2_event("ec2-state-change-terminated.json", &a, Some("terminated"))).await;
     assert_eq!(resp["replacement_requested"], true, "{resp}");
-    assert!(env.jit(&a).await.is_none(), "its JIT config goes with it");
-    // Runners are reconcile's: the notification costs GitHub nothing (it came for every
-    // instance that ended, twice, and listed the organisation's runners each time).
-    assert_eq!(env.sim.count("list-runners") + env.github_writes(), github_calls);
     assert_eq!(run_queue(&env).await, 1, "one tick in the pool's group");
     let live = env.live().await;
     assert_eq!(live.len(), 1, "the job is still queued in the ledger, so the tick launched");
