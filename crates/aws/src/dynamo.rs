@@ -15,13 +15,13 @@
 //!   the webhook recorded its job's start, not only once the pool's own batch reaches the
 //!   start and tags the instance: between the two the job is no longer queued, and a runner
 //!   still counted free would hold back a launch (a stall).
-//! - **Consistency:** a GSI is only eventually consistent, so a job that just started could
-//!   still be listed, and planning on it would launch for a job that no longer waits. So
-//!   [`JobLedger::queued`] takes the keys from the index and reads the items themselves with a
-//!   consistent `BatchGetItem`, keeping only those still queued. A job queued a moment ago may
+//! - **Consistency:** a GSI is only eventually consistent, so a job that just started or ended
+//!   could still be listed as it was, and planning on that would launch for a job that no longer
+//!   waits. So [`JobLedger::open`] takes the keys from the index and reads the items themselves
+//!   with a consistent `BatchGetItem`, keeping only those still open under the pool. A job queued a moment ago may
 //!   be missing from the index; the batch that recorded it plans on its own writes too (the
 //!   scaler merges them), and every later plan sees it.
-//! - **Hot keys:** one pool's queued jobs share an index partition. A partition takes 1,000
+//! - **Hot keys:** one pool's open jobs share an index partition. A partition takes 1,000
 //!   writes a second; a pool's webhooks come nowhere near that.
 //! - **TTL** on `expires_at` (epoch seconds), [`ENTRY_TTL_HOURS`] after the last change.
 //!

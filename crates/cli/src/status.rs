@@ -15,7 +15,7 @@ use hangar_aws::ec2::Ec2Fleet;
 use hangar_aws::reexports::{dynamodb, ec2, ssm};
 use hangar_aws::ssm::SsmConfigSource;
 use hangar_core::config::Config;
-use hangar_core::ledger::{JobLedger, JobStatus};
+use hangar_core::ledger::{split_open, JobLedger};
 use hangar_core::plan::{pool_status, PoolStatus, PoolView};
 use hangar_core::ports::Fleet;
 use std::path::PathBuf;
@@ -73,12 +73,12 @@ async fn status(args: StatusArgs) -> Result<i32> {
             .describe_pool(&pool.name)
             .await
             .with_context(|| format!("describing pool {}", pool.name))?;
-        let (queued, running): (Vec<_>, Vec<_>) = ledger
-            .open(&pool.name)
-            .await
-            .with_context(|| format!("reading the ledger for pool {}", pool.name))?
-            .into_iter()
-            .partition(|j| j.status == JobStatus::Queued);
+        let (queued, running) = split_open(
+            ledger
+                .open(&pool.name)
+                .await
+                .with_context(|| format!("reading the ledger for pool {}", pool.name))?,
+        );
         let mut view = PoolView::batch(pool, now, &queued, &instances);
         view.running = &running;
         rows.push(pool_status(&view));

@@ -388,6 +388,12 @@ pub fn open_pool(job: &LedgerJob) -> Option<PoolName> {
     }
 }
 
+/// [`JobLedger::open`]'s entries as a plan takes them: the queued jobs, and the running ones
+/// (whose runners are busy), each oldest first.
+pub fn split_open(open: Vec<LedgerJob>) -> (Vec<LedgerJob>, Vec<LedgerJob>) {
+    open.into_iter().partition(|j| j.status == JobStatus::Queued)
+}
+
 /// The job ledger.
 ///
 /// The DynamoDB adapter needs `dynamodb:PutItem`, `dynamodb:UpdateItem` and `dynamodb:GetItem`
@@ -405,7 +411,7 @@ pub trait JobLedger: Send + Sync {
     async fn open(&self, pool: &PoolName) -> Result<Vec<LedgerJob>, PortError>;
     /// The pool's queued jobs, oldest first: the queued part of [`JobLedger::open`].
     async fn queued(&self, pool: &PoolName) -> Result<Vec<LedgerJob>, PortError> {
-        Ok(self.open(pool).await?.into_iter().filter(|j| j.status == JobStatus::Queued).collect())
+        Ok(split_open(self.open(pool).await?).0)
     }
     /// One entry, read consistently.
     async fn get(&self, key: JobKey) -> Result<Option<LedgerJob>, PortError>;

@@ -418,13 +418,11 @@ fn observe<'a>(view: &PoolView<'a>) -> Vec<Slot<'a>> {
     let finished = ran(view.finished);
     // GitHub's view, reconcile only. A runner online has registered, so its instance is idle
     // even if its tag still says pending. A runner GitHub calls busy is never trimmed or timed
-    // out, but it is *counted* busy only once the ledger has its job's start (its tag, written
-    // by the batch that recorded the start, or this batch's starts): until then the job it took
-    // is, as far as the ledger knows, still queued, and counting both the queued job and the
-    // busy runner would launch for the same job twice (CI's hostile run launched 13 for 12
-    // this way: GitHub's list is read after the ledger, and the `in_progress` webhook lags
-    // the assignment). The start is in the pool's group right behind; its batch tags the
-    // instance busy, and from then on the job is not queued either.
+    // out, but it is *counted* busy only once the ledger has its job's start (the ledger's
+    // running jobs, this batch's starts, or the busy tag): until then that job is, as far as
+    // the ledger knows, still queued, and counting both it and the busy runner would launch
+    // for one job twice (CI's hostile run launched 13 for 12 this way: GitHub's list is read
+    // after the ledger, and the `in_progress` webhook lags the assignment).
     let mut github: HashMap<InstanceId, (bool, bool)> = HashMap::new();
     for r in view.runners.unwrap_or(&[]) {
         if r.name.pool().as_ref() != Some(&view.pool.name) {

@@ -31,7 +31,7 @@ use crate::scaler::Scaler;
 use futures::stream::{self, StreamExt};
 use hangar_core::config::{PoolConfig, RunnerScope};
 use hangar_core::ids::{InstanceId, PoolName, RunnerName};
-use hangar_core::ledger::{merge_own_writes, JobStatus, LedgerJob};
+use hangar_core::ledger::{merge_own_writes, split_open, JobStatus, LedgerJob};
 use hangar_core::message::QueueMessage;
 use hangar_core::metrics::{names, MetricRecord};
 use hangar_core::plan::{
@@ -146,8 +146,8 @@ impl Scaler {
                 return failed;
             }
         };
-        let (queued, running): (Vec<LedgerJob>, Vec<LedgerJob>) = match ledger.open(&pool.name).await {
-            Ok(open) => open.into_iter().partition(|j| j.status == JobStatus::Queued),
+        let (queued, running) = match ledger.open(&pool.name).await {
+            Ok(open) => split_open(open),
             Err(e) => {
                 tracing::warn!(pool = %pool.name, code = e.code.as_deref().unwrap_or(""), error = %e, "ledger query failed; the batch is retried");
                 failed.extend(items.into_iter().map(|i| i.message_id));
