@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: deploy setup setup-lint fmt fmt-check lint lint-infra build test bench demo explain clean-venv
+.PHONY: deploy setup setup-lint fmt fmt-check lint lint-infra build test bench demo explain clean-venv iam-rehearsal
 
 setup:
 	bash tools/setup.sh
@@ -27,8 +27,19 @@ lint: fmt-check lint-infra
 build: setup
 	$(CARGO) build --workspace --all-targets
 
+# The IAM rehearsal (tools/iam-rehearsal/README.md): the components' AWS calls, and probes that
+# must be denied, evaluated against the roles in infra/template.yaml. Node only; npm ci once per
+# package-lock change (stamp, as tools/setup.sh does for tools/npm).
+IAM_REHEARSAL := tools/iam-rehearsal
+iam-rehearsal:
+	@if [ ! -f $(IAM_REHEARSAL)/node_modules/.hangar-stamp ] || [ $(IAM_REHEARSAL)/package-lock.json -nt $(IAM_REHEARSAL)/node_modules/.hangar-stamp ]; then \
+	  echo "iam-rehearsal: npm ci"; \
+	  (cd $(IAM_REHEARSAL) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) && touch $(IAM_REHEARSAL)/node_modules/.hangar-stamp; \
+	fi
+	cd $(IAM_REHEARSAL) && node --test test/*.test.mjs
+
 # Everything in one profile and one feature set (see crates/workspace-hack), built once.
-test: setup lint build
+test: setup lint build iam-rehearsal
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 
 # Benchmarks build in the bench profile (optimised); numbers are for this machine, this run.

@@ -1,7 +1,8 @@
 // Evaluates authorizations with @cloud-copilot/iam-simulate against the policies a component
 // holds (identity policies from the template, resource policies where AWS consults them).
 
-import { runSimulation } from '@cloud-copilot/iam-simulate';
+import { createValidatedPolicy, validateResourcePolicy } from '@cloud-copilot/iam-policy';
+import { runSimulation, runUnsafeSimulation } from '@cloud-copilot/iam-simulate';
 import { expandCall, RecordError } from './expand.mjs';
 import { FUNCTION_OF, identityPolicies, INSTANCE_COMPONENTS, principalArn } from './policies.mjs';
 
@@ -110,6 +111,22 @@ export async function evaluateAuthorization(stack, call, auth, policies, opts = 
     return { decision: res.overallResult, deciding: [], ignoredContextKeys: [] };
   }
   const s = summarise(res.result.analysis, auth.resourcePolicyName);
+  // iam-simulate 0.1.173 matches variable context keys only after a slash (aws:ResourceTag/K),
+  // so it drops kms:EncryptionContext:K, a documented KMS key ([KMS-SAR]:
+  // kms:EncryptionContext:${EncryptionContextKey}) that the image-build role's Deny depends on.
+  // Then the same simulation runs again with the context as given (the library's unvalidated
+  // entry point; policies and the request were validated by the run above). Its result is the
+  // decision; that entry point reports no statements.
+  const dropped = (res.result.ignoredContextKeys ?? []).filter((k) => /^kms:EncryptionContext:/i.test(k));
+  if (dropped.length) {
+    const ARRAY_KEYS = new Set(['aws:tagkeys', 'kms:encryptioncontextkeys']);
+    const ctx = Object.fromEntries(Object.entries(context).map(([k, v]) => [k, ARRAY_KEYS.has(k.toLowerCase()) ? [v].flat() : Array.isArray(v) ? v[0] : v]));
+    const resourcePolicy = simulation.resourcePolicy
+      ? createValidatedPolicy(simulation.resourcePolicy, validateResourcePolicy, { name: auth.resourcePolicyName ?? 'resource policy' })
+      : undefined;
+    const decision = runUnsafeSimulation({ ...simulation, resourcePolicy, request: { ...simulation.request, contextVariables: ctx } }, {});
+    return { decision, deciding: [`(re-evaluated with ${dropped.join(', ')}; no statement reported)`], ignoredContextKeys: [] };
+  }
   return { decision: res.overallResult, deciding: s.deciding, denyStatements: s.denyStatements, ignoredContextKeys: res.result.ignoredContextKeys ?? [] };
 }
 

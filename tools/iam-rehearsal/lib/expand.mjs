@@ -461,7 +461,8 @@ function expandKms(stack, call) {
   // A direct KMS call (e.g. Lambda decrypting the function's environment with the execution
   // role: https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars-encryption.html).
   const p = call.params ?? {};
-  const key = kmsKey(stack, need(p, 'KeyId', `kms:${call.operation}`));
+  const keyId = need(p, 'KeyId', `kms:${call.operation}`);
+  const key = kmsKey(stack, keyId, keyId.startsWith('alias/aws/') ? keyId.slice('alias/'.length) : undefined);
   const ctx = { 'kms:CallerAccount': stack.account };
   for (const [k, v] of Object.entries(p.EncryptionContext ?? {})) ctx[`kms:EncryptionContext:${k}`] = v;
   if (p.EncryptionContext) ctx['kms:EncryptionContextKeys'] = Object.keys(p.EncryptionContext);
