@@ -232,30 +232,37 @@ test('iam: without DenyDecryptingSecureStrings the image-build role may decrypt 
 // ------------------------------------------------------------------------------ proposed fixes
 // The template fixes this rehearsal proposes (see README.md, "Findings"), applied in memory:
 // with them every component call is allowed and every probe is still denied.
-function withProposedFixes() {
+// The runner role once said "itself" with aws:ARN, which no AWS page documents as a condition
+// key; the rehearsal found it (its self-termination and its spot tag were denied). This keeps
+// that finding: with the old condition back, both calls are denied again.
+function withUndocumentedArnKey() {
   const tpl = template();
   const doc = tpl.Resources.RunnerRole.Properties.Policies[0].PolicyDocument;
-  const self = { 'Fn::Sub': 'arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:instance/${!ec2:InstanceID}' };
+  let changed = 0;
   for (const st of doc.Statement) {
     if (st.Sid === 'TerminateItselfOnly' || st.Sid === 'ReportOwnSpotInterruptionOnly') {
-      delete st.Condition.StringEquals['aws:ARN'];
-      st.Condition.StringEquals['ec2:SourceInstanceARN'] = self;
-    }
-    if (st.Sid === 'CloudWatchAgentLogs') {
-      st.Resource = [st.Resource, { 'Fn::Sub': 'arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}:log-group:${RunnerLogGroup}' }];
+      delete st.Condition.StringEquals['ec2:SourceInstanceARN'];
+      st.Condition.StringEquals['aws:ARN'] = '${ec2:SourceInstanceARN}';
+      changed += 1;
     }
   }
+  assert.equal(changed, 2, 'both self-only statements found');
   return tpl;
 }
 
-describe('iam proposed template fixes', () => {
-  test('iam: with the proposed fixes every component call is allowed', async () => {
-    const { decisions } = await rehearseCalls(components, { tpl: withProposedFixes() });
-    assert.deepEqual(decisions.filter((d) => d.decision !== 'Allowed').map((d) => d.label), []);
+describe('iam runner self-only statements', () => {
+  const selfCalls = () => components.filter((c) => c.principal === 'runner' && c.service === 'ec2'
+    && ['TerminateInstances', 'CreateTags'].includes(c.operation));
+  test('iam: keyed on the undocumented aws:ARN, a runner can neither terminate nor tag itself', async () => {
+    const calls = selfCalls();
+    assert.ok(calls.length >= 2, 'the runner terminates and tags itself in the component calls');
+    const { decisions } = await rehearseCalls(calls, { tpl: withUndocumentedArnKey() });
+    assert.deepEqual(decisions.map((d) => d.decision), calls.map(() => 'Denied'));
   });
-  test('iam: with the proposed fixes every probe is still denied', async () => {
-    const { decisions } = await rehearseCalls(probes, { tpl: withProposedFixes() });
-    assert.deepEqual(decisions.filter((d) => d.decision !== 'Denied').map((d) => d.label), []);
+  test('iam: keyed on ec2:InstanceID, the same calls are allowed', async () => {
+    const calls = selfCalls();
+    const { decisions } = await rehearseCalls(calls, { tpl: template() });
+    assert.deepEqual(decisions.map((d) => d.decision), calls.map(() => 'Allowed'));
   });
 });
 
