@@ -1,15 +1,15 @@
-//! Planner decisions per second for a pool of 1,000 instances: a hot-path batch (queued, started
-//! and completed jobs), a single queued job, a burst of 100, and a reconcile that also reads 1,000
-//! GitHub runners and 300 JIT parameters. Prints a table and writes
+//! Planner decisions per second for a pool of 1,000 instances (600 running ledger jobs): a
+//! hot-path batch (queued, started and completed jobs), a single queued job, a burst of 100, and
+//! a reconcile that also reads 1,000 GitHub runners and 300 JIT parameters. Prints a table and writes
 //! `target/bench-results/planner.json` (the schema of `tools/bench_table.py`, plus rates).
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use criterion::{criterion_group, Criterion, Throughput};
 use hangar_core::config::{CapacityType, MarketConfig, PoolConfig, RunnerScope, WarmPoolConfig, WarmWindow};
 use hangar_core::ids::{InstanceId, JobId, PoolName, RunId, RunnerId, RunnerName};
-use hangar_core::message::{JobCompleted, JobRef, JobStarted, QueueMessage};
-use hangar_core::planner::{plan, Action, PlanInput};
-use hangar_core::ports::{LaunchReason, RegisteredRunner, StoredJit};
+use hangar_core::ledger::{JobKey, JobStatus, LedgerJob};
+use hangar_core::plan::{plan_pool, Mode, PoolView};
+use hangar_core::ports::{RegisteredRunner, StoredJit};
 use hangar_core::state::{Ec2State, Lifecycle, ObservedInstance};
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -59,19 +59,15 @@ fn name(n: u64) -> RunnerName {
     RunnerName::for_instance(&PoolName::from(POOL), &iid(n))
 }
 
-/// 600 busy, 200 idle (3/4 earmarked), 100 pending (half earmarked), 40 stopped, 60 terminated:
-/// every code path of the planner sees work.
+/// 600 busy, 200 idle, 100 pending, 40 stopped, 60 terminated: every code path of the
+/// planner sees work.
 fn instances() -> Vec<ObservedInstance> {
     (0..INSTANCES)
         .map(|n| {
             let (lifecycle, ec2_state, job, age) = match n {
                 0..600 => (Lifecycle::Busy, Ec2State::Running, Some(10_000 + n), 900),
-                600..800 => {
-                    (Lifecycle::Idle, Ec2State::Running, (n % 4 != 0).then_some(10_000 + n), (n % 7) * 200)
-                }
-                800..900 => {
-                    (Lifecycle::Pending, Ec2State::Pending, (n % 2 == 0).then_some(10_000 + n), (n % 5) * 80)
-                }
+                600..800 => (Lifecycle::Idle, Ec2State::Running, None, (n % 7) * 200),
+                800..900 => (Lifecycle::Pending, Ec2State::Pending, None, (n % 5) * 80),
                 900..940 => (Lifecycle::Idle, Ec2State::Stopped, None, 1_000),
                 _ => (Lifecycle::Busy, Ec2State::Terminated, Some(10_000 + n), 3_000),
             };
@@ -91,46 +87,23 @@ fn instances() -> Vec<ObservedInstance> {
         .collect()
 }
 
-fn queued(job: u64) -> QueueMessage {
-    QueueMessage::ScaleUp(JobRef {
+/// A ledger entry of this pool; `on`: the instance whose runner took it.
+fn job(id: u64, status: JobStatus, on: Option<u64>) -> LedgerJob {
+    LedgerJob {
+        key: JobKey::new(JobId(id), 1),
         pool: PoolName::from(POOL),
-        job_id: JobId(job),
-        run_id: RunId(job / 4),
-        run_attempt: 1,
+        status,
+        run_id: RunId(id / 4),
         repository: "acme/app".into(),
         installation_id: None,
         labels: vec!["self-hosted".into(), "linux".into(), "x64".into()],
-        created_at: Some(now()),
-        delivery_id: None,
-        requeues: 0,
-    })
-}
-
-fn started(job: u64, on: u64) -> QueueMessage {
-    QueueMessage::JobStarted(JobStarted {
-        pool: PoolName::from(POOL),
-        job_id: JobId(job),
-        run_id: RunId(job / 4),
-        run_attempt: 1,
-        repository: "acme/app".into(),
-        installation_id: None,
-        runner_name: Some(name(on)),
-        started_at: Some(now()),
-    })
-}
-
-fn completed(job: u64, on: u64) -> QueueMessage {
-    QueueMessage::JobCompleted(JobCompleted {
-        pool: PoolName::from(POOL),
-        job_id: JobId(job),
-        run_id: RunId(job / 4),
-        run_attempt: 1,
-        repository: "acme/app".into(),
-        installation_id: None,
-        runner_name: Some(name(on)),
-        conclusion: Some("success".into()),
-        completed_at: Some(now()),
-    })
+        created_at: now() - Duration::seconds(30),
+        started_at: on.map(|_| now()),
+        completed_at: (status == JobStatus::Done).then(now),
+        runner_name: on.map(name),
+        conclusion: (status == JobStatus::Done).then(|| "success".into()),
+        expires_at: now() + Duration::hours(48),
+    }
 }
 
 fn runners() -> Vec<RegisteredRunner> {
@@ -155,35 +128,42 @@ fn params() -> Vec<StoredJit> {
         .collect()
 }
 
-/// Jobs given capacity by the plan: earmarked on a free runner or launched for.
-fn served(actions: &[Action]) -> Vec<JobId> {
-    let mut out = Vec::new();
-    for a in actions {
-        match a {
-            Action::Earmark { job: Some(j), .. } => out.push(*j),
-            Action::Launch { reason: LaunchReason::Job, jobs, .. } => out.extend(jobs),
-            _ => {}
-        }
-    }
-    out
-}
-
 struct Case {
     name: &'static str,
-    messages: Vec<QueueMessage>,
+    queued: Vec<LedgerJob>,
+    started: Vec<LedgerJob>,
+    finished: Vec<LedgerJob>,
     reconcile: bool,
 }
 
+impl Case {
+    fn messages(&self) -> usize {
+        self.queued.len() + self.started.len() + self.finished.len()
+    }
+}
+
 fn cases() -> Vec<Case> {
-    // 10 new jobs, 5 starts on free pending runners, 5 completions on busy ones.
-    let mut batch: Vec<QueueMessage> = (1..=10).map(queued).collect();
-    batch.extend((0..5).map(|k| started(20 + k, 850 + k)));
-    batch.extend((0..5).map(|k| completed(10_000 + k, k)));
+    let queued = |n: u64| (1..=n).map(|j| job(j, JobStatus::Queued, None)).collect::<Vec<_>>();
+    // A batch of 20: 10 new jobs, 5 starts on free pending runners, 5 completions on busy ones.
+    let batch = Case {
+        name: "batch_20_messages",
+        queued: queued(10),
+        started: (0..5).map(|k| job(20 + k, JobStatus::Started, Some(850 + k))).collect(),
+        finished: (0..5).map(|k| job(10_000 + k, JobStatus::Done, Some(k))).collect(),
+        reconcile: false,
+    };
+    let only = |name, queued| Case { name, queued, started: vec![], finished: vec![], reconcile: false };
     vec![
-        Case { name: "batch_20_messages", messages: batch, reconcile: false },
-        Case { name: "batch_1_queued", messages: vec![queued(1)], reconcile: false },
-        Case { name: "batch_100_queued", messages: (1..=100).map(queued).collect(), reconcile: false },
-        Case { name: "reconcile_1000_runners", messages: vec![], reconcile: true },
+        batch,
+        only("batch_1_queued", queued(1)),
+        only("batch_100_queued", queued(100)),
+        Case {
+            name: "reconcile_1000_runners",
+            queued: vec![],
+            started: vec![],
+            finished: vec![],
+            reconcile: true,
+        },
     ]
 }
 
@@ -192,45 +172,39 @@ fn bench(c: &mut Criterion) {
     let instances = instances();
     let runners = runners();
     let params = params();
+    // The ledger's started jobs: one on each busy runner.
+    let running: Vec<LedgerJob> = (0..600).map(|n| job(10_000 + n, JobStatus::Started, Some(n))).collect();
     let mut g = c.benchmark_group("planner");
     g.throughput(Throughput::Elements(1));
     for case in cases() {
-        let input = if case.reconcile {
-            PlanInput::reconcile(&pool, &instances, Some(&runners), Some(&params), now())
-        } else {
-            PlanInput::batch(&pool, &instances, &case.messages, now())
-        };
-        // The plan must do real work, or the benchmark measures an early exit.
-        let p = plan(&input);
+        let mut view = PoolView::batch(&pool, now(), &case.queued, &instances);
+        view.started = &case.started;
+        view.finished = &case.finished;
+        view.running = &running;
         if case.reconcile {
-            assert!(p.terminated().count() > 0 && p.launch_count() > 0, "{}", case.name);
+            view.mode = Mode::Reconcile;
+            view.runners = Some(&runners);
+            view.jit_configs = Some(&params);
+        }
+        // The plan must do real work, or the benchmark measures an early exit.
+        let p = plan_pool(&view);
+        if case.reconcile {
+            assert!(!p.terminate.is_empty() && p.launch_count() > 0, "{}: {p:?}", case.name);
         } else {
-            // Every new queued job gets exactly one runner: earmarked or launched.
-            let mut want: Vec<JobId> = case
-                .messages
-                .iter()
-                .filter(|m| matches!(m, QueueMessage::ScaleUp(_)))
-                .map(|m| m.job_id())
-                .collect();
-            let mut got: Vec<JobId> = served(&p.actions).into_iter().filter(|j| want.contains(j)).collect();
-            want.sort();
-            got.sort();
-            assert_eq!(got, want, "{}: {:?}", case.name, p.actions);
+            // Every queued job is covered: by a free runner or by this plan's launch.
+            let covered = p.counts.free() + p.launch_count();
+            assert!(covered >= case.queued.len() as u32, "{}: {:?}", case.name, p.counts);
+            assert_eq!(p.counts.queued as usize, case.queued.len(), "{}", case.name);
         }
         eprintln!(
-            "{}: {} actions, {} launched ({} for jobs)",
+            "{}: {} terminated, {} tagged busy, {} launched, counts {:?}",
             case.name,
-            p.actions.len(),
+            p.terminate.len(),
+            p.tag_busy.len(),
             p.launch_count(),
-            p.actions
-                .iter()
-                .map(|a| match a {
-                    Action::Launch { count, reason: LaunchReason::Job, .. } => *count,
-                    _ => 0,
-                })
-                .sum::<u32>()
+            p.counts
         );
-        g.bench_function(case.name, |b| b.iter(|| plan(black_box(&input))));
+        g.bench_function(case.name, |b| b.iter(|| plan_pool(black_box(&view))));
     }
     g.finish();
 }
@@ -279,7 +253,7 @@ fn report() {
         rows.push(serde_json::json!({
             "bench": format!("planner/{}", case.name),
             "instances": INSTANCES,
-            "messages": case.messages.len(),
+            "messages": case.messages(),
             "mean_ns": mean,
             "median_ns": median,
             "ci95_ns": ci,

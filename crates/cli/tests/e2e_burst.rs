@@ -17,7 +17,7 @@ fn a_burst_of_200_jobs_never_exceeds_max_runners() {
     // messages, 3 instances and 5 runners left after the drain deadline; 207 launches). On
     // counting, one local run: 200 launches for 200 jobs, nothing left in EC2, SSM, GitHub or
     // the ledger.
-    let r = run(trace, &cfg, &["--settle-timeout", "480", "--planner", "counting"]);
+    let r = run(trace, &cfg, &["--settle-timeout", "480"]);
     r.assert_clean();
     assert_eq!(r.u("jobs_total"), 200);
     let p = r.pool("burst");

@@ -10,7 +10,7 @@ use e2e_support::{pool, pools, run};
 fn the_counting_planner_launches_about_one_instance_per_job() {
     let cfg = pools(&pool("x64", "self-hosted, linux, x64", "m5.large, m6i.large, c5.large", 10, 0, "spot"));
     let trace = "name: counting\ntime_compression: 5\ngenerate:\n  - { count: 16, from: 0, to: 120, repos: [octo-org/api, octo-org/web], labels: [[self-hosted, linux, x64]], durations: [20, 30] }\n";
-    let r = run(trace, &cfg, &["--planner", "counting"]);
+    let r = run(trace, &cfg, &[]);
     r.assert_clean();
     assert_eq!(r.report["ledger_queued_left"], 0, "{:#}", r.report);
     assert_eq!(r.u("jobs_total"), 16);

@@ -17,7 +17,7 @@ fn every_job_completes_with_no_leftovers_and_about_one_launch_per_job() {
     // once 24 + 11 (the x64 warm runner taken by its last job as teardown drained the warm
     // pools, and one launch too many in arm64 that this test does not explain yet).
     let trace = "name: happy\ntime_compression: 5\ngenerate:\n  - { count: 24, from: 0, to: 200, repos: [octo-org/api, octo-org/web], labels: [[self-hosted, linux, x64]], durations: [20, 30, 40] }\n  - { count: 10, from: 5, to: 195, repos: [octo-org/mobile], labels: [[self-hosted, linux, arm64]], durations: [25, 35] }\n";
-    let r = run(trace, &cfg, &["--planner", "counting"]);
+    let r = run(trace, &cfg, &[]);
     r.assert_clean();
     assert_eq!(r.u("jobs_total"), 34);
     let lpj = r.report["launches_per_job"].as_f64().unwrap();

@@ -10,7 +10,7 @@ use e2e_support::{pool, pools, run};
 fn unsigned_and_badly_signed_webhooks_change_nothing() {
     let cfg = pools(&pool("x64", "self-hosted, linux, x64", "m5.large", 10, 0, "spot"));
     let trace = "name: hostile\ntime_compression: 10\ngenerate:\n  - { count: 12, from: 0, to: 100, repos: [octo-org/api], labels: [[self-hosted, linux, x64]], durations: [20, 30] }\nfaults:\n  - { at: 10, hostile_webhooks: { count: 30 } }\n";
-    let r = run(trace, &cfg, &["--planner", "counting"]);
+    let r = run(trace, &cfg, &[]);
     r.assert_clean();
     assert_eq!(r.detail("hostile_sent"), 30, "{:#}", r.report);
     assert_eq!(r.detail("hostile_rejected"), 30, "every hostile delivery gets 401: {:#}", r.report);

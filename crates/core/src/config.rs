@@ -3,6 +3,7 @@
 //! at fault, so an operator's typo fails the deploy instead of silently routing nowhere.
 
 use crate::ids::PoolName;
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
@@ -501,7 +502,7 @@ fn duplicates(list: &[String]) -> Vec<(usize, usize)> {
 }
 
 /// The windows of a schedule that never set the warm-pool size, as
-/// [`crate::planner::warm_target`] evaluates a schedule: the size in force at a local weekday
+/// [`warm_target`] evaluates a schedule: the size in force at a local weekday
 /// and minute is the largest `size` of the windows containing it (`days` empty or naming that
 /// day, `from <= minute < to`), else the pool's `size`. So a window never applies when it
 /// contains no time at all (a `from` or `to` that is not `HH:MM`, `from` not before `to`, or
@@ -600,4 +601,20 @@ fn never_applies(schedule: &[WarmWindow]) -> Vec<(usize, &'static str, String)> 
     }
     out.sort_by_key(|(j, _, _)| *j);
     out
+}
+
+/// The warm-pool size in force at `now`: the largest window containing the local time (in the
+/// pool's timezone), else `size`; never above `max_runners`. An unknown timezone (which config
+/// validation rejects) falls back to UTC rather than failing the scaler.
+pub fn warm_target(cfg: &WarmPoolConfig, max_runners: u32, now: DateTime<Utc>) -> u32 {
+    let tz: chrono_tz::Tz = cfg.timezone.parse().unwrap_or(chrono_tz::UTC);
+    let local = now.with_timezone(&tz);
+    let day = local.weekday().num_days_from_monday();
+    let minute = local.hour() * 60 + local.minute();
+    let in_window = cfg.schedule.iter().filter(|w| {
+        let (Some(from), Some(to)) = (parse_hhmm(&w.from), parse_hhmm(&w.to)) else { return false };
+        let day_ok = w.days.is_empty() || w.days.iter().any(|d| weekday_index(d) == Some(day));
+        day_ok && from <= minute && minute < to
+    });
+    in_window.map(|w| w.size).max().unwrap_or(cfg.size).min(max_runners)
 }

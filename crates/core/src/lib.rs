@@ -10,7 +10,6 @@ pub mod ledger;
 pub mod message;
 pub mod metrics;
 pub mod plan;
-pub mod planner;
 pub mod ports;
 pub mod routing;
 pub mod secret;

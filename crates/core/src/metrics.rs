@@ -13,7 +13,12 @@ pub mod names {
     pub const QUEUE_WAIT_MS: &str = "QueueWaitMs";
     pub const JOB_DURATION_MS: &str = "JobDurationMs";
     pub const LAUNCHES: &str = "Launches";
+    /// A CreateFleet that launched nothing (by `ErrorCode`): no fallback covered it.
     pub const LAUNCH_FAILURES: &str = "LaunchFailures";
+    /// Errors CreateFleet reported for single overrides (an instance type in a subnet, by
+    /// `ErrorCode`), including those a fallback to another type, zone or on-demand then
+    /// covered: a capacity signal, not a failure.
+    pub const LAUNCH_OVERRIDE_ERRORS: &str = "LaunchOverrideErrors";
     /// A launched instance that got no JIT config and was terminated (the provisioner).
     pub const PROVISION_FAILURES: &str = "ProvisionFailures";
     /// From CreateFleet to the instance's JIT config written (the provisioner).
@@ -22,7 +27,6 @@ pub mod names {
     pub const POOL_BUSY: &str = "PoolBusy";
     pub const POOL_PENDING: &str = "PoolPending";
     pub const POOL_TARGET: &str = "PoolTarget";
-    pub const POOL_EXHAUSTED: &str = "PoolExhausted";
     pub const GITHUB_RATE_LIMIT_REMAINING: &str = "GithubRateLimitRemaining";
     pub const SPOT_INTERRUPTIONS: &str = "SpotInterruptions";
     pub const ORPHANS_TERMINATED: &str = "OrphansTerminated";

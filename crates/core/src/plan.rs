@@ -25,11 +25,10 @@
 //! need GitHub's runner list to be judged safely (a healthy runner whose boot agent never tagged
 //! it `idle` looks exactly like one that never booted), and only reconcile lists runners.
 
-use crate::config::PoolConfig;
+use crate::config::{warm_target, PoolConfig};
 use crate::ids::{InstanceId, JobId, PoolName, RepoFullName, RunId, RunnerId, RunnerName};
 use crate::ledger::{JobKey, LedgerJob};
 use crate::metrics::{names, MetricRecord};
-use crate::planner::{warm_target, RunnerRef, TerminateReason, FRESH_GRACE_SECS};
 use crate::ports::{LaunchReason, RegisteredRunner, StoredJit};
 use crate::state::{Ec2State, Lifecycle, ObservedInstance};
 use chrono::{DateTime, Duration, Utc};
@@ -48,11 +47,56 @@ pub mod metric_names {
     /// Gauge: how long the pool's oldest queued job has waited, in seconds. An alarm on this is
     /// the real "pool exhausted" signal: jobs wait, whatever the reason.
     pub const OLDEST_QUEUED_AGE_SECONDS: &str = "OldestQueuedAgeSeconds";
-    /// The names both planners emit (`PoolAtMax` is a gauge here: queued jobs that neither a
-    /// free runner nor this plan's launch covers, 0 when the pool has room).
-    pub use crate::planner::metric_names::{
-        IDLE_TERMINATED, JIT_PARAMETERS_DELETED, POOL_AT_MAX, RUNNERS_DEREGISTERED, SPOT_RERUNS,
-    };
+    /// Gauge: queued jobs that neither a free runner nor this plan's launch covers, because the
+    /// pool is at `max_runners` (0 when the pool has room).
+    pub const POOL_AT_MAX: &str = "PoolAtMax";
+    /// Idle runners above the warm target terminated after the idle timeout.
+    pub const IDLE_TERMINATED: &str = "IdleTerminated";
+    pub const RUNNERS_DEREGISTERED: &str = "RunnersDeregistered";
+    pub const JIT_PARAMETERS_DELETED: &str = "JitParametersDeleted";
+    /// Jobs re-run because a spot interruption killed their runner.
+    pub const SPOT_RERUNS: &str = "SpotReruns";
+}
+
+/// A JIT config (or a runner registration) younger than this whose instance is not listed yet
+/// is left alone: `DescribeInstances` is eventually consistent, and the scaler writes the config
+/// right after CreateFleet returns.
+pub const FRESH_GRACE_SECS: i64 = 120;
+
+/// Why the plan terminates an instance (the `hangar:terminate-reason` in logs and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TerminateReason {
+    /// The runner finished its job (ephemeral runners terminate themselves; this is the backstop).
+    JobCompleted,
+    /// A spot interruption warning arrived for an instance that is not running a job.
+    SpotInterrupted,
+    /// Tagged `draining`: it takes no new job.
+    Draining,
+    /// Stopped or stopping, not busy, older than the boot timeout: it occupies a slot for nothing.
+    Stopped,
+    /// Never registered nor ran a job within the boot timeout.
+    BootTimeout,
+    /// Idle longer than the idle timeout and above the warm target.
+    IdleTimeout,
+}
+
+impl TerminateReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TerminateReason::JobCompleted => "job-completed",
+            TerminateReason::SpotInterrupted => "spot-interrupted",
+            TerminateReason::Draining => "draining",
+            TerminateReason::Stopped => "stopped",
+            TerminateReason::BootTimeout => "boot-timeout",
+            TerminateReason::IdleTimeout => "idle-timeout",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerRef {
+    pub id: RunnerId,
+    pub name: RunnerName,
 }
 
 /// Which invocation is planning: a batch of the pool's events, or reconcile (which also sees

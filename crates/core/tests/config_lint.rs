@@ -3,10 +3,9 @@
 
 use chrono::{Duration, TimeZone, Utc};
 use hangar_core::config::{
-    check_document, lint, Config, ConfigProblem, DocumentCheck, WarmPoolConfig, WarmWindow,
+    check_document, lint, warm_target, Config, ConfigProblem, DocumentCheck, WarmPoolConfig, WarmWindow,
     BOOT_AGENT_JIT_DEADLINE_SECS, MAX_CONFIG_BYTES,
 };
-use hangar_core::planner::warm_target;
 use hangar_testsupport::{fixtures_dir, workspace_root};
 use proptest::prelude::*;
 
@@ -376,4 +375,39 @@ proptest! {
             prop_assert_eq!(ignored, is_reported, "window {}: {:?}", j, schedule);
         }
     }
+}
+
+#[test]
+fn warm_target_follows_schedule_windows_in_the_pool_timezone() {
+    let window = |days: &[&str], from: &str, to: &str, size: u32| WarmWindow {
+        days: days.iter().map(|d| d.to_string()).collect(),
+        from: from.into(),
+        to: to.into(),
+        size,
+    };
+    let cfg = WarmPoolConfig {
+        size: 1,
+        timezone: "Europe/Berlin".into(),
+        schedule: vec![
+            window(&["mon", "tue", "wed", "thu", "fri"], "08:00", "18:00", 5),
+            window(&[], "12:00", "13:00", 8),
+        ],
+    };
+    let at = |y, mo, d, h, mi| Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap();
+    // (case, UTC time, expected). Berlin is UTC+1 in winter, UTC+2 in summer.
+    let cases = [
+        ("Monday 06:59 UTC = 07:59 Berlin: before the window", at(2026, 1, 5, 6, 59), 1),
+        ("Monday 07:00 UTC = 08:00 Berlin: from is inclusive", at(2026, 1, 5, 7, 0), 5),
+        ("Monday 16:59 UTC = 17:59 Berlin", at(2026, 1, 5, 16, 59), 5),
+        ("Monday 17:00 UTC = 18:00 Berlin: to is exclusive", at(2026, 1, 5, 17, 0), 1),
+        ("overlapping windows: the largest wins", at(2026, 1, 5, 11, 30), 8),
+        ("Saturday noon Berlin: only the every-day window", at(2026, 1, 10, 11, 15), 8),
+        ("Saturday morning: default", at(2026, 1, 10, 8, 0), 1),
+        ("summer time: 06:00 UTC = 08:00 Berlin", at(2026, 7, 6, 6, 0), 5),
+        ("Sunday 23:30 UTC = Monday 00:30 Berlin: weekday is local", at(2026, 1, 4, 23, 30), 1),
+    ];
+    for (case, now, want) in cases {
+        assert_eq!(warm_target(&cfg, 20, now), want, "{case}");
+    }
+    assert_eq!(warm_target(&cfg, 3, at(2026, 1, 5, 11, 30)), 3, "clamped to max_runners");
 }

@@ -47,7 +47,8 @@ use std::collections::BTreeSet;
 /// them.
 pub const QUICK_RETRIES: u32 = 3;
 
-/// Tag writes of one plan in flight at once, as on the earmark path.
+/// Tag writes of one plan in flight at once: enough to hide EC2's latency for a batch of ten
+/// events, well under EC2's CreateTags request rate.
 const TAG_CONCURRENCY: usize = 8;
 
 /// What carrying a plan out left undone.
@@ -77,12 +78,17 @@ impl Scaler {
     pub async fn reconcile_by_ticks(&self) -> Result<Value, crate::ScalerError> {
         let now = self.p.clock.now();
         let mut errors = Vec::new();
-        if let Some(ledger) = self.p.ledger.as_deref() {
-            let pools = &self.p.config.pools;
-            errors.extend(
-                crate::ledger::reconcile(ledger, self.p.github.as_ref(), &self.p.metrics, pools, now).await,
-            );
-        }
+        let pools = &self.p.config.pools;
+        errors.extend(
+            crate::ledger::reconcile(
+                self.p.ledger.as_ref(),
+                self.p.github.as_ref(),
+                &self.p.metrics,
+                pools,
+                now,
+            )
+            .await,
+        );
         let mut ticked = Vec::new();
         for pool in &self.p.config.pools {
             // One per pool per minute: a retried schedule event sends no second one.
@@ -110,11 +116,7 @@ impl Scaler {
     /// Returns the failed message ids.
     pub(crate) async fn counting_batch(&self, pool: &PoolConfig, mut items: Vec<Item>) -> Vec<String> {
         let started = std::time::Instant::now();
-        let Some(ledger) = self.p.ledger.as_deref() else {
-            // Settings refuse the counting path without a ledger; never planned blind.
-            tracing::error!(pool = %pool.name, "counting planner without a job ledger; the batch is retried");
-            return items.into_iter().map(|i| i.message_id).collect();
-        };
+        let ledger = self.p.ledger.as_ref();
         let now = self.p.clock.now();
         let indexed: Vec<(usize, &QueueMessage)> = items
             .iter()
@@ -240,11 +242,10 @@ impl Scaler {
         }
     }
 
-    /// The pool's recorded launches; none if there is no log or it cannot be read (the plan
-    /// then trusts `DescribeInstances`, as without a log).
+    /// The pool's recorded launches; none if the log cannot be read (the plan then trusts
+    /// `DescribeInstances` alone).
     async fn recorded_launches(&self, pool: &PoolName) -> Vec<RecordedLaunch> {
-        let Some(log) = self.p.launches.as_deref() else { return Vec::new() };
-        log.recent(pool).await.unwrap_or_else(|e| {
+        self.p.launches.recent(pool).await.unwrap_or_else(|e| {
             tracing::warn!(pool = %pool, code = e.code.as_deref().unwrap_or(""), error = %e, "recorded launches unreadable; planning on DescribeInstances alone");
             Vec::new()
         })
@@ -253,7 +254,6 @@ impl Scaler {
     /// Records a launch's instances (and drops the entries past their time) so the next plans
     /// count them before `DescribeInstances` lists them.
     async fn record_launches(&self, pool: &PoolName, view: &PoolView<'_>, launched: &[LaunchedInstance]) {
-        let Some(log) = self.p.launches.as_deref() else { return };
         let now = self.p.clock.now();
         let new: Vec<RecordedLaunch> =
             launched.iter().map(|i| RecordedLaunch { id: i.id.clone(), launched_at: now }).collect();
@@ -264,7 +264,7 @@ impl Scaler {
             .filter(|l| now - l.launched_at > ttl)
             .map(|l| l.id.clone())
             .collect();
-        if let Err(e) = log.record(pool, &new, &stale).await {
+        if let Err(e) = self.p.launches.record(pool, &new, &stale).await {
             tracing::warn!(pool = %pool, code = e.code.as_deref().unwrap_or(""), error = %e, "launch not recorded; a describe that lags may see it late");
         }
     }
@@ -505,6 +505,16 @@ impl Scaler {
         for (t, n) in by_type {
             records.push(
                 MetricRecord::count(names::LAUNCHES, Some(&pool.name), n as f64).with("CapacityType", t),
+            );
+        }
+        let mut by_code: std::collections::BTreeMap<&str, u32> = Default::default();
+        for f in &outcome.failures {
+            *by_code.entry(f.code.as_str()).or_default() += 1;
+        }
+        for (code, n) in by_code {
+            records.push(
+                MetricRecord::count(names::LAUNCH_OVERRIDE_ERRORS, Some(&pool.name), n as f64)
+                    .with("ErrorCode", code),
             );
         }
         self.p.metrics.emit(&records, now);

@@ -4,26 +4,26 @@
 //! ports and reports what failed.
 //!
 //! # Decisions
-//! - **JIT configs are written right after launch.** For each new instance the scaler generates
-//!   a JIT config (one GitHub call) and stores it as a SecureString keyed by instance id while
-//!   the instance boots; the boot agent polls for it with backoff until a deadline. If the JIT
-//!   config cannot be made or stored, the new instance is terminated at once and its message is
-//!   reported failed, so SQS redelivers it and a fresh launch follows (no orphan, no lost job).
-//! - **One launcher per pool at a time.** The webhook puts every message for a pool in the
-//!   pool's FIFO message group, so SQS runs at most one batch per pool at a time. Reconcile does
-//!   not launch: when a warm pool is short it sends a top-up message into that same group, and
-//!   the batch that handles it launches. Reconcile only terminates, untags and cleans up, which
-//!   can lower a pool's count but never raise it; EC2 events only tag and clean up. So the
-//!   launch headroom each batch computes from a fresh describe cannot be spent twice.
-//! - **Idempotent launches.** The CreateFleet token comes from the planner's key (the job ids)
-//!   and the deliveries that asked (see `JobContext::launch_key`); redelivered messages whose
-//!   launch went through find their job ids on instance tags and launch nothing.
-//! - **Two planners, for now.** With `HANGAR_PLANNER=counting` a pool is planned from the job
-//!   ledger by counts (see [`counting`]): no earmarks, no top-ups, jobs at the cap wait in the
-//!   ledger, and every other trigger is a tick in the pool's FIFO group. The earmark planner
-//!   described above is the default until the counting one replaces it.
-//! - **Errors.** A batch reports exactly the failed message ids; other events fail with a
-//!   [`ScalerError`] whose Lambda error type says `Retryable` or `Permanent`.
+//! - **Counting, not binding.** A pool is planned from the job ledger (its queued jobs) and what
+//!   EC2 lists, by [`hangar_core::plan::plan_pool`]: `need = queued + warm target`, and the
+//!   shortfall below the cap is launched. No job is bound to an instance, so whichever runner
+//!   GitHub hands whichever job, the counts stay right. See [`counting`].
+//! - **One plan per pool at a time.** Every trigger for a pool is a message in the pool's FIFO
+//!   group: its job events (the webhook's), and a tick when reconcile runs, an instance goes or
+//!   is interrupted, or a plan is retried. SQS runs one batch per group at a time, so no two
+//!   plans of a pool overlap, and no interleaving of invocations can spend the same headroom
+//!   twice.
+//! - **At the cap, jobs wait in the ledger.** Their messages are acknowledged; the next trigger
+//!   (a job ending, an instance going) plans again. Nothing goes round the queue.
+//! - **The hot path never waits on GitHub.** A batch records its events, plans and issues one
+//!   CreateFleet for the whole shortfall; the JIT configs are the provisioner's, one message per
+//!   instance on a standard queue ([`provisioner`]).
+//! - **Idempotent launches.** The CreateFleet token is the plan's, stable for the same
+//!   shortfall, and launches are recorded so that a `DescribeInstances` that lags never causes
+//!   a second one.
+//! - **Errors.** A batch reports exactly the failed message ids (and, by Lambda's FIFO rule,
+//!   every message after a failed one in its group); other events fail with a [`ScalerError`]
+//!   whose Lambda error type says `Retryable` or `Permanent`.
 
 pub mod counting;
 pub mod error;
@@ -80,6 +80,6 @@ pub mod without_app {
 }
 
 pub use error::ScalerError;
-pub use messages::{ReplaceDead, Tick, TopUp};
+pub use messages::Tick;
 pub use metrics::Metrics;
 pub use scaler::{Scaler, ScalerOptions, ScalerParts};

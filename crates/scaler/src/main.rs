@@ -7,9 +7,8 @@ use hangar_aws::launch_log::DynamoLaunchLog;
 use hangar_aws::reexports::{dynamodb, ec2, sqs, ssm};
 use hangar_aws::sqs::{SqsProvisionQueue, SqsScaleQueue};
 use hangar_aws::ssm::{SsmConfigSource, SsmJitStore};
-use hangar_core::ledger::JobLedger;
+use hangar_core::ports::ProvisionQueue;
 use hangar_core::ports::SystemClock;
-use hangar_core::ports::{LaunchLog, ProvisionQueue};
 use hangar_github::{GithubClient, GithubConfig};
 use hangar_scaler::lookup::Ec2InstanceLookup;
 use hangar_scaler::provisioner::time_left;
@@ -65,13 +64,9 @@ async fn main() -> Result<(), Error> {
         lookup: Arc::new(Ec2InstanceLookup::new(ec2_client)),
         clock: Arc::new(SystemClock),
         metrics: Arc::new(Metrics::stdout(settings.namespace.clone())),
-        options: ScalerOptions { counting: settings.counting, ..ScalerOptions::default() },
-        ledger: settings.ledger_table.as_ref().map(|table| -> Arc<dyn JobLedger> {
-            Arc::new(DynamoLedger::new(dynamodb::Client::new(&sdk), table.clone()))
-        }),
-        launches: settings.ledger_table.as_ref().map(|table| -> Arc<dyn LaunchLog> {
-            Arc::new(DynamoLaunchLog::new(dynamodb::Client::new(&sdk), table.clone()))
-        }),
+        options: ScalerOptions::default(),
+        ledger: Arc::new(DynamoLedger::new(dynamodb::Client::new(&sdk), settings.ledger_table.clone())),
+        launches: Arc::new(DynamoLaunchLog::new(dynamodb::Client::new(&sdk), settings.ledger_table.clone())),
         provisioning: settings.provision_queue_url.as_ref().map(|url| -> Arc<dyn ProvisionQueue> {
             Arc::new(SqsProvisionQueue::new(sqs::Client::new(&sdk), url.clone()))
         }),

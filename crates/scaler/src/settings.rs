@@ -15,20 +15,18 @@ pub mod env {
     pub const GITHUB_API_URL: &str = "HANGAR_GITHUB_API_URL";
     pub const JIT_PARAMETER_PREFIX: &str = "HANGAR_JIT_PARAMETER_PREFIX";
     pub const NAMESPACE: &str = "HANGAR_METRICS_NAMESPACE";
-    /// The scale queue (FIFO), where reconcile sends warm-pool top-ups.
+    /// The scale queue (FIFO), where ticks plan a pool again in its message group.
     pub const QUEUE_URL: &str = "HANGAR_QUEUE_URL";
-    /// The provisioning queue (SQS standard, the stack's `ProvisionQueue`): on the counting
-    /// path, launched instances' JIT configs are made by the provisioner from it. Unset: the
+    /// The provisioning queue (SQS standard, the stack's `ProvisionQueue`): launched
+    /// instances' JIT configs are made by the provisioner from it. Unset: the
     /// pool's batch makes them. See [`crate::provisioner`].
     pub const PROVISION_QUEUE_URL: &str = "HANGAR_PROVISION_QUEUE_URL";
     /// The function's timeout in seconds, for a runtime that sends no usable deadline (`cargo
     /// lambda watch`; see [`crate::provisioner::time_left`]). Lambda's own deadline wins.
     pub const FUNCTION_TIMEOUT_SECS: &str = "HANGAR_FUNCTION_TIMEOUT_SECS";
-    /// The job ledger's DynamoDB table (the stack's `JobLedgerTable`). Unset: no ledger.
+    /// The job ledger's DynamoDB table (the stack's `JobLedgerTable`), which also holds the
+    /// recorded launches. Required: every plan counts the jobs it holds.
     pub const LEDGER_TABLE: &str = "HANGAR_LEDGER_TABLE";
-    /// `counting`: plan from the job ledger (needs [`LEDGER_TABLE`]); `earmarks` (the
-    /// default, for now): the earmark planner. See [`crate::counting`].
-    pub const PLANNER: &str = "HANGAR_PLANNER";
     /// The launch template of pools whose configuration names none (the stack's own).
     pub const LAUNCH_TEMPLATE_ID: &str = "HANGAR_LAUNCH_TEMPLATE_ID";
     /// `arn:PARTITION:ec2:REGION:ACCOUNT:instance/`: JIT parameters are tagged with the
@@ -55,9 +53,7 @@ pub struct Settings {
     pub queue_url: String,
     pub provision_queue_url: Option<String>,
     pub function_timeout: Option<std::time::Duration>,
-    pub ledger_table: Option<String>,
-    /// Plan with the counting planner from the ledger ([`env::PLANNER`] `counting`).
-    pub counting: bool,
+    pub ledger_table: String,
     pub instance_arn_prefix: Option<String>,
 }
 
@@ -122,7 +118,7 @@ impl Settings {
         };
         let github_api_url = get(env::GITHUB_API_URL).unwrap_or_else(|| config.github.api_url.clone());
         let queue_url = get(env::QUEUE_URL).ok_or(SettingsError::Missing(env::QUEUE_URL))?;
-        let ledger_table = get(env::LEDGER_TABLE);
+        let ledger_table = get(env::LEDGER_TABLE).ok_or(SettingsError::Missing(env::LEDGER_TABLE))?;
         let function_timeout = match get(env::FUNCTION_TIMEOUT_SECS) {
             None => None,
             Some(v) => match v.trim().parse::<u64>() {
@@ -135,22 +131,6 @@ impl Settings {
                 }
             },
         };
-        let counting = match get(env::PLANNER).as_deref() {
-            None | Some("earmarks") => false,
-            Some("counting") if ledger_table.is_some() => true,
-            Some("counting") => {
-                return Err(SettingsError::Invalid {
-                    var: env::PLANNER,
-                    reason: format!("is counting, which needs {}", env::LEDGER_TABLE),
-                })
-            }
-            Some(_) => {
-                return Err(SettingsError::Invalid {
-                    var: env::PLANNER,
-                    reason: "is not counting or earmarks".into(),
-                })
-            }
-        };
         Ok(Settings {
             config,
             app_key,
@@ -161,7 +141,6 @@ impl Settings {
             provision_queue_url: get(env::PROVISION_QUEUE_URL),
             function_timeout,
             ledger_table,
-            counting,
             instance_arn_prefix: get(env::INSTANCE_ARN_PREFIX),
         })
     }

@@ -44,13 +44,24 @@ fn config_file(dir: &std::path::Path, app_id: u64) -> std::path::PathBuf {
 async fn settings_without_an_app_id_load_without_a_key_and_with_one_require_it() {
     let dir = std::env::temp_dir().join(unique("hangar-app-not-configured"));
     std::fs::create_dir_all(&dir).unwrap();
-    for v in [env::APP_KEY_PARAMETER, env::APP_KEY_FILE, env::GITHUB_APP_ID, env::CONFIG_PARAMETER] {
+    for v in [
+        env::APP_KEY_PARAMETER,
+        env::APP_KEY_FILE,
+        env::GITHUB_APP_ID,
+        env::CONFIG_PARAMETER,
+        env::LEDGER_TABLE,
+    ] {
         std::env::remove_var(v);
     }
     std::env::set_var(env::QUEUE_URL, "http://127.0.0.1:9/queue.fifo");
+    std::env::set_var(env::CONFIG_FILE, config_file(&dir, 0));
+
+    // Every plan counts the ledger's jobs: without its table the scaler does not start.
+    let e = Settings::load(&unused_ssm()).await.unwrap_err();
+    assert!(e.to_string().contains("HANGAR_LEDGER_TABLE"), "{e}");
+    std::env::set_var(env::LEDGER_TABLE, "hangar-jobs");
 
     // app_id 0 and no key anywhere: not configured, not an error.
-    std::env::set_var(env::CONFIG_FILE, config_file(&dir, 0));
     let s = Settings::load(&unused_ssm()).await.expect("app_id 0 is a state, not an error");
     assert!(!s.app_configured());
     assert!(s.app_key.is_none());

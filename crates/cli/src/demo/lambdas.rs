@@ -1,14 +1,13 @@
 //! The Lambda functions, as the stack has them: one `cargo lambda watch --only-lambda-apis` (the
 //! Lambda runtime API) per function, each function's environment variables, and its execution
-//! environments, the real binaries polling that API. The webhook and the scaler always; with the
-//! counting planner also the provisioner, the same `hangar-scaler` binary on the provisioning
-//! queue.
+//! environments, the real binaries polling that API: the webhook, the scaler, and the
+//! provisioner (the same `hangar-scaler` binary on the provisioning queue).
 
 use super::esm::Invoker;
 use super::procs::{free_port, wait_port, Proc, Spec};
 use super::runtime_api;
 use super::stack::{self, Stack};
-use super::{DemoArgs, Paths, Planner, Started};
+use super::{DemoArgs, Paths, Started};
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,17 +21,12 @@ const LONGEST_TIMEOUT_SECS: u64 = 900;
 pub struct Ports {
     pub webhook: u16,
     pub scaler: u16,
-    /// With the counting planner only.
-    pub provisioner: Option<u16>,
+    pub provisioner: u16,
 }
 
 impl Ports {
-    pub fn pick(provisioner: bool) -> anyhow::Result<Self> {
-        Ok(Ports {
-            webhook: free_port()?,
-            scaler: free_port()?,
-            provisioner: if provisioner { Some(free_port()?) } else { None },
-        })
+    pub fn pick() -> anyhow::Result<Self> {
+        Ok(Ports { webhook: free_port()?, scaler: free_port()?, provisioner: free_port()? })
     }
 
     /// The webhook function's URL, where GitHub delivers.
@@ -117,9 +111,9 @@ pub struct Lambdas {
     pub scalers: Arc<Environments>,
     /// The scaler function's invoke API (what its event sources call).
     pub scaler: Arc<Invoker>,
-    /// With the counting planner: the provisioner's environments and invoke API.
-    pub provisioners: Option<Arc<Environments>>,
-    pub provisioner: Option<Arc<Invoker>>,
+    /// The provisioner's environments and invoke API.
+    pub provisioners: Arc<Environments>,
+    pub provisioner: Arc<Invoker>,
 }
 
 /// Starts every function's runtime API and execution environments; what it starts goes into
@@ -140,14 +134,15 @@ pub async fn start(
     // watch gets Lambda's longest timeout; the scaler's is the function's timeout, which the
     // report's timeouts are measured against. The provisioner's is the function's timeout too
     // (the template gives it the scaler's, 30 s), which its invocation timeouts are measured
-    // against in the same way; it idles whenever nothing launches, so its environments poll
-    // through a front that holds `/next` as Lambda does and hands out the invocation's deadline,
-    // which the provisioner works to and the watch gets wrong (see [`runtime_api`]).
-    let mut watches =
-        vec![("webhook", ports.webhook, LONGEST_TIMEOUT_SECS), ("scaler", ports.scaler, args.lambda_timeout)];
-    if let Some(port) = ports.provisioner {
-        watches.push(("provisioner", port, args.lambda_timeout));
-    }
+    // against in the same way. Both idle at times (the provisioner whenever nothing launches,
+    // the scaler between a burst's batches), so their environments poll through a front that
+    // holds `/next` as Lambda does and hands out the invocation's deadline, which both work to
+    // and the watch gets wrong (see [`runtime_api`]).
+    let watches = [
+        ("webhook", ports.webhook, LONGEST_TIMEOUT_SECS),
+        ("scaler", ports.scaler, args.lambda_timeout),
+        ("provisioner", ports.provisioner, args.lambda_timeout),
+    ];
     for (name, port, timeout) in watches {
         let mut p = Proc::spawn(Spec {
             name: format!("cargo-lambda-watch-{name}"),
@@ -172,17 +167,17 @@ pub async fn start(
         ready?;
     }
 
-    let provisioner_api = match ports.provisioner {
-        Some(port) => {
-            let upstream = format!("http://127.0.0.1:{port}/.rt");
-            let (api, task) = runtime_api::start(upstream, Duration::from_secs(args.lambda_timeout)).await?;
-            started.servers.push(task);
-            Some(api)
-        }
-        None => None,
-    };
+    let mut fronts = Vec::new();
+    for port in [ports.scaler, ports.provisioner] {
+        let upstream = format!("http://127.0.0.1:{port}/.rt");
+        let (api, task) = runtime_api::start(upstream, Duration::from_secs(args.lambda_timeout)).await?;
+        started.servers.push(task);
+        fronts.push(api);
+    }
+    let provisioner_api = fronts.pop().expect("two fronts");
+    let scaler_api = fronts.pop().expect("two fronts");
     let (webhook_env, scaler_env, provisioner_env) =
-        environment(args, stack, aws_endpoint, ports, provisioner_api)?;
+        environment(args, stack, aws_endpoint, ports, scaler_api, provisioner_api)?;
     // Execution environments of one function: each polls the same runtime API.
     for i in 0..args.webhooks.max(1) {
         started.procs.push(Proc::spawn(Spec {
@@ -201,31 +196,26 @@ pub async fn start(
     started.functions.push(Arc::clone(&scalers));
     let timeout = Duration::from_secs(args.lambda_timeout);
     let scaler = Arc::new(Invoker::new(&format!("http://127.0.0.1:{}", ports.scaler), timeout)?);
-    let (provisioners, provisioner) = match (ports.provisioner, provisioner_env) {
-        (Some(port), Some(env)) => {
-            let envs =
-                Arc::new(Environments::new("hangar-provisioner", program, env, paths, args.provisioners));
-            envs.start().await?;
-            started.functions.push(Arc::clone(&envs));
-            let invoker = Arc::new(Invoker::new(&format!("http://127.0.0.1:{port}"), timeout)?);
-            (Some(envs), Some(invoker))
-        }
-        _ => (None, None),
-    };
+    let provisioners =
+        Arc::new(Environments::new("hangar-provisioner", program, provisioner_env, paths, args.provisioners));
+    provisioners.start().await?;
+    started.functions.push(Arc::clone(&provisioners));
+    let provisioner = Arc::new(Invoker::new(&format!("http://127.0.0.1:{}", ports.provisioner), timeout)?);
     Ok(Lambdas { scalers, scaler, provisioners, provisioner })
 }
 
 type Env = BTreeMap<String, String>;
 
 /// The functions' environment variables, as the template sets them: (webhook, scaler,
-/// provisioner if it has a runtime API, `provisioner_api`).
+/// provisioner). The scaler and the provisioner poll their runtime-API fronts.
 fn environment(
     args: &DemoArgs,
     stack: &Stack,
     aws_endpoint: String,
     ports: &Ports,
-    provisioner_api: Option<String>,
-) -> anyhow::Result<(Env, Env, Option<Env>)> {
+    scaler_api: String,
+    provisioner_api: String,
+) -> anyhow::Result<(Env, Env, Env)> {
     let mut common: Env = [
         ("AWS_REGION", "us-east-1"),
         ("AWS_DEFAULT_REGION", "us-east-1"),
@@ -249,22 +239,16 @@ fn environment(
     webhook_env.insert("HANGAR_WEBHOOK_SECRET_PARAMETER".into(), stack::SECRET_PARAMETER.into());
     webhook_env.insert("HANGAR_MAX_BODY_BYTES".into(), "1048576".into());
     let mut scaler_env = common.clone();
-    scaler_env.insert("AWS_LAMBDA_RUNTIME_API".into(), format!("http://127.0.0.1:{}/.rt", ports.scaler));
+    scaler_env.insert("AWS_LAMBDA_RUNTIME_API".into(), scaler_api);
     scaler_env.insert("AWS_LAMBDA_FUNCTION_NAME".into(), "hangar-demo-scaler".into());
     scaler_env.insert("AWS_LAMBDA_FUNCTION_MEMORY_SIZE".into(), "256".into());
     scaler_env.insert("HANGAR_GITHUB_APP_KEY_PARAMETER".into(), stack::APP_KEY_PARAMETER.into());
     scaler_env.insert("HANGAR_JIT_PARAMETER_PREFIX".into(), stack::JIT_PREFIX.into());
-    if args.ledger() {
-        scaler_env.insert("HANGAR_LEDGER_TABLE".into(), stack::LEDGER_TABLE.into());
-    }
-    if args.planner == Planner::Counting {
-        scaler_env.insert("HANGAR_PLANNER".into(), "counting".into());
-        // One message per launched instance, for the provisioner (the earmark planner
-        // provisions inline and never sends there).
-        scaler_env.insert("HANGAR_PROVISION_QUEUE_URL".into(), stack.provision_queue_url.clone());
-        // The webhook records each event as it arrives, as the stack has it do.
-        webhook_env.insert("HANGAR_LEDGER_TABLE".into(), stack::LEDGER_TABLE.into());
-    }
+    scaler_env.insert("HANGAR_LEDGER_TABLE".into(), stack::LEDGER_TABLE.into());
+    // One message per launched instance, for the provisioner.
+    scaler_env.insert("HANGAR_PROVISION_QUEUE_URL".into(), stack.provision_queue_url.clone());
+    // The webhook records each event as it arrives, as the stack has it do.
+    webhook_env.insert("HANGAR_LEDGER_TABLE".into(), stack::LEDGER_TABLE.into());
     if let Some(id) = stack.launch_templates.values().next() {
         scaler_env.insert("HANGAR_LAUNCH_TEMPLATE_ID".into(), id.clone());
     }
@@ -276,11 +260,8 @@ fn environment(
     // The provisioner: the same binary with the scaler's environment (the stack gives it a
     // subset; the binary tells the two apart by the messages it is handed), its own name and
     // its own runtime API.
-    let provisioner_env = provisioner_api.map(|api| {
-        let mut env = scaler_env.clone();
-        env.insert("AWS_LAMBDA_RUNTIME_API".into(), api);
-        env.insert("AWS_LAMBDA_FUNCTION_NAME".into(), "hangar-demo-provisioner".into());
-        env
-    });
+    let mut provisioner_env = scaler_env.clone();
+    provisioner_env.insert("AWS_LAMBDA_RUNTIME_API".into(), provisioner_api);
+    provisioner_env.insert("AWS_LAMBDA_FUNCTION_NAME".into(), "hangar-demo-provisioner".into());
     Ok((webhook_env, scaler_env, provisioner_env))
 }

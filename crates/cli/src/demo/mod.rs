@@ -2,7 +2,7 @@
 //!
 //! moto_server (behind the AWS fault proxy) is the AWS account; `cargo lambda watch` runs the
 //! Lambda runtime API in front of the real `hangar-webhook` and `hangar-scaler` binaries (the
-//! latter twice with the counting planner: scaler and provisioner; see [`lambdas`]); the
+//! latter twice, as the stack deploys it: scaler and provisioner; see [`lambdas`]); the
 //! GitHub simulator queues the trace's jobs and sends signed webhooks to the webhook's function
 //! URL; the runner-instance simulator plays every launched instance. The demo itself stands in
 //! for the SQS event source mappings and the EventBridge rules (see [`esm`]), replays the trace
@@ -36,19 +36,6 @@ use tokio::sync::watch;
 
 const APP_ID: u64 = 4242;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Planner {
-    Counting,
-    Earmarks,
-}
-
-impl DemoArgs {
-    /// The scaler has the job ledger: always with the counting planner.
-    fn ledger(&self) -> bool {
-        self.ledger || self.planner == Planner::Counting
-    }
-}
-
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// The workload trace (see crates/sim/src/trace.rs and traces/).
@@ -72,7 +59,7 @@ pub struct DemoArgs {
     /// Scaler execution environments (the function's concurrency).
     #[arg(long, default_value_t = 2)]
     pub scalers: usize,
-    /// With `--planner counting`: provisioner execution environments (the function's
+    /// Provisioner execution environments (the function's
     /// concurrency, and its queue mapping's: batches in flight at once).
     #[arg(long, default_value_t = 2)]
     pub provisioners: usize,
@@ -112,15 +99,6 @@ pub struct DemoArgs {
     /// Extra `KEY=VALUE` for every Lambda function (repeatable).
     #[arg(long = "lambda-env")]
     pub lambda_env: Vec<String>,
-    /// The scaler's planner: `earmarks` (the default until the e2e suite passes on the other),
-    /// or `counting`, which plans each pool from the job ledger (a DynamoDB table, as the
-    /// stack creates it); see README, "The job ledger".
-    #[arg(long, value_enum, default_value_t = Planner::Earmarks)]
-    pub planner: Planner,
-    /// With `--planner earmarks`: give the scaler the job ledger too (it records the jobs
-    /// beside the earmark planner). The counting planner always has it.
-    #[arg(long)]
-    pub ledger: bool,
     /// Do not forward EC2 state changes to the scaler.
     #[arg(long)]
     pub no_ec2_events: bool,
@@ -290,7 +268,7 @@ async fn run_cloud(
     say(format!("moto on {moto_url}, fault proxy on {}", proxy.endpoint()));
 
     // GitHub, sending webhooks to the webhook function's URL.
-    let ports = lambdas::Ports::pick(args.planner == Planner::Counting)?;
+    let ports = lambdas::Ports::pick()?;
     let webhook_url = ports.webhook_url();
     let secret = format!("demo-{}", uuid::Uuid::new_v4().simple());
     let keys = paths.root.join("fixtures/keys");
@@ -327,9 +305,7 @@ async fn run_cloud(
         },
     )
     .await?;
-    if args.ledger() {
-        stack::create_ledger(&ddb).await?;
-    }
+    stack::create_ledger(&ddb).await?;
     say(format!(
         "stack: queue {}, {} subnets, launch templates {:?}",
         stack.queue_url,
@@ -340,14 +316,12 @@ async fn run_cloud(
     let lambdas = lambdas::start(args, paths, &stack, proxy.endpoint(), &ports, started).await?;
     let scalers = Arc::clone(&lambdas.scalers);
     say(format!(
-        "Lambdas: webhook ×{} on {webhook_url}, scaler ×{} on 127.0.0.1:{}{}",
+        "Lambdas: webhook ×{} on {webhook_url}, scaler ×{} on 127.0.0.1:{}, provisioner ×{} on 127.0.0.1:{}",
         args.webhooks.max(1),
         args.scalers.max(1),
         ports.scaler,
-        match ports.provisioner {
-            Some(port) => format!(", provisioner ×{} on 127.0.0.1:{port}", args.provisioners.max(1)),
-            None => String::new(),
-        }
+        args.provisioners.max(1),
+        ports.provisioner,
     ));
 
     // Runner instances.
@@ -372,16 +346,14 @@ async fn run_cloud(
         inflight_visibility,
     ));
     // The provisioning queue's mapping (standard queue: no groups), invoking the provisioner.
-    let provision_esm = lambdas.provisioner.as_ref().map(|invoker| {
-        Arc::new(esm::Esm::new(
-            sqs.clone(),
-            stack.provision_queue_url.clone(),
-            Arc::clone(invoker),
-            args.provisioners.max(1),
-            args.visibility_timeout as i32,
-            inflight_visibility,
-        ))
-    });
+    let provision_esm = Arc::new(esm::Esm::new(
+        sqs.clone(),
+        stack.provision_queue_url.clone(),
+        Arc::clone(&lambdas.provisioner),
+        args.provisioners.max(1),
+        args.visibility_timeout as i32,
+        inflight_visibility,
+    ));
     // The queues' mappings stop before teardown, the schedule and EC2 events with everything.
     let (poll_stop_tx, poll_stop_rx) = watch::channel(false);
     // The schedule and EC2 events stop once the pools are empty, before the queue's last
@@ -395,9 +367,7 @@ async fn run_cloud(
             events_stop_rx.clone(),
         )),
     ];
-    if let Some(p) = &provision_esm {
-        tasks.push(tokio::spawn(Arc::clone(p).run(poll_stop_rx)));
-    }
+    tasks.push(tokio::spawn(Arc::clone(&provision_esm).run(poll_stop_rx)));
     if !args.no_ec2_events {
         tasks.push(tokio::spawn(esm::ec2_events(
             Arc::clone(&esm),
@@ -522,20 +492,16 @@ async fn run_cloud(
             // Nothing sends any more; the mapping then delivers what the queue holds (a
             // message it cannot handle goes to the dead-letter queue by its redrive policy).
             let _ = events_stop_tx.send(true);
-            // Only the counting planner: the earmark planner, without the ledger, would launch
-            // for a requeued copy of a job that has run. The scale queue first, then the
-            // provisioning queue, which the scale queue's last batches may still feed; a
-            // provisioning message may take all its receives (each up to an invocation and a
-            // visibility timeout) before it is done.
-            let drain_queue = args.planner == Planner::Counting;
-            let mut queue_wait = u64::from(args.visibility_timeout) * 4 + 10;
-            if provision_esm.is_some() {
-                queue_wait += u64::from(stack::PROVISION_MAX_RECEIVE_COUNT)
+            // The scale queue first, then the provisioning queue, which the scale queue's last
+            // batches may still feed; a provisioning message may take all its receives (each
+            // up to an invocation and a visibility timeout) before it is done.
+            let queue_wait = u64::from(args.visibility_timeout) * 4
+                + 10
+                + u64::from(stack::PROVISION_MAX_RECEIVE_COUNT)
                     * (args.lambda_timeout + u64::from(args.visibility_timeout));
-            }
             let queue_deadline = Instant::now() + Duration::from_secs(queue_wait);
-            let mappings: Vec<&esm::Esm> = std::iter::once(&*esm).chain(provision_esm.as_deref()).collect();
-            while drain_queue && Instant::now() < queue_deadline && esm::any_busy(&mappings).await {
+            let mappings: Vec<&esm::Esm> = vec![&*esm, &*provision_esm];
+            while Instant::now() < queue_deadline && esm::any_busy(&mappings).await {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             let _ = poll_stop_tx.send(true);
@@ -571,9 +537,7 @@ async fn run_cloud(
     }
     instances.stop();
     scalers.stop_all().await;
-    if let Some(p) = &lambdas.provisioners {
-        p.stop_all().await;
-    }
+    lambdas.provisioners.stop_all().await;
 
     // Leftovers, read from the sources of truth after teardown.
     let left_instances = observe::count_live(&ec2).await?;
@@ -583,8 +547,7 @@ async fn run_cloud(
     let queue_depth = stack::queue_depth(&sqs, &stack.queue_url).await.unwrap_or(0);
     let provision_dlq_depth = stack::queue_depth(&sqs, &stack.provision_dlq_url).await.unwrap_or(0);
     let provision_depth = stack::queue_depth(&sqs, &stack.provision_queue_url).await.unwrap_or(0);
-    let ledger_queued_left =
-        if args.ledger() { Some(stack::ledger_queued(&ddb, &stack.config).await?) } else { None };
+    let ledger_queued_left = stack::ledger_queued(&ddb, &stack.config).await?;
 
     // The outcome.
     let all = sim.jobs();
@@ -705,15 +668,11 @@ async fn run_cloud(
         .collect();
     extra.insert("unfinished_jobs".into(), serde_json::Value::Array(unfinished));
     extra.insert("event_source".into(), serde_json::to_value(esm.stats())?);
-    if let Some(p) = &provision_esm {
-        extra.insert("event_source_provision".into(), serde_json::to_value(p.stats())?);
-    }
+    extra.insert("event_source_provision".into(), serde_json::to_value(provision_esm.stats())?);
     // Every function's timed-out invocations, and by function.
     let timeouts = |i: &esm::Invoker| i.timeouts.load(std::sync::atomic::Ordering::SeqCst);
-    let mut by_function = BTreeMap::from([("scaler", timeouts(&invoker))]);
-    if let Some(p) = &lambdas.provisioner {
-        by_function.insert("provisioner", timeouts(p));
-    }
+    let by_function =
+        BTreeMap::from([("scaler", timeouts(&invoker)), ("provisioner", timeouts(&lambdas.provisioner))]);
     extra.insert("invocation_timeouts".into(), serde_json::json!(by_function.values().sum::<u64>()));
     extra.insert("invocation_timeouts_by_function".into(), serde_json::json!(by_function));
     extra.insert("instances".into(), serde_json::to_value(instances.stats())?);
@@ -789,7 +748,7 @@ fn ideal(
         .map(|p| PoolSpec {
             name: p.name.to_string(),
             max_runners: Some(p.max_runners),
-            warm: hangar_core::planner::warm_target(&p.warm_pool, p.max_runners, chrono::Utc::now()),
+            warm: hangar_core::config::warm_target(&p.warm_pool, p.max_runners, chrono::Utc::now()),
         })
         .collect();
     let mut jobs = Vec::new();

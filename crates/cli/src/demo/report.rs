@@ -90,9 +90,8 @@ pub struct Outcome {
     pub leftover_instances: u64,
     pub leftover_parameters: u64,
     pub leftover_runners: u64,
-    /// Jobs the job ledger still holds as queued after teardown (every job ran, so 0); `None`
-    /// when the demo ran without a ledger (`--ledger`).
-    pub ledger_queued_left: Option<u64>,
+    /// Jobs the job ledger still holds as queued after teardown (every job ran, so 0).
+    pub ledger_queued_left: u64,
     /// Messages still in the scale and provisioning queues after teardown.
     pub messages_left: u64,
     pub max_runners_exceeded: bool,
@@ -120,9 +119,11 @@ impl Outcome {
         per_job(self.launches, self.jobs_total)
     }
 
-    /// Everything completed, nothing left behind, the cap held.
+    /// Everything completed, nothing left behind (in EC2, SSM, GitHub or the ledger), the cap
+    /// held.
     pub fn clean(&self) -> bool {
         self.jobs_lost() == 0
+            && self.ledger_queued_left == 0
             && self.leftover_instances == 0
             && self.leftover_parameters == 0
             && self.leftover_runners == 0
@@ -226,11 +227,7 @@ impl Outcome {
         row(
             &mut s,
             "left queued: ledger jobs / messages",
-            format!(
-                "{} / {}",
-                self.ledger_queued_left.map_or_else(|| "no ledger".to_owned(), |n| n.to_string()),
-                self.messages_left
-            ),
+            format!("{} / {}", self.ledger_queued_left, self.messages_left),
         );
         row(&mut s, "max_runners exceeded", format!("{}", self.max_runners_exceeded));
         row(&mut s, "time compression", self.time_compression_note.clone());

@@ -138,14 +138,9 @@ impl Run {
         assert_eq!(self.u("leftover_parameters"), 0, "no JIT parameter left: {r:#}");
         assert_eq!(self.u("leftover_runners"), 0, "no runner left registered: {r:#}");
         assert_eq!(r["max_runners_exceeded"], Value::Bool(false), "{r:#}");
-        // With a ledger (`--planner counting`): no job left waiting in it at teardown.
-        if !r["ledger_queued_left"].is_null() {
-            assert_eq!(r["ledger_queued_left"], Value::from(0), "no job left queued in the ledger: {r:#}");
-        }
-        // `details.jobs_with_multiple_instances` is reported but not asserted: it is read from
-        // job-id tags sampled every 250 ms, and the planner moves earmarks between instances when
-        // GitHub gives a job to another runner, so it over-counts. Duplicate launches are bounded
-        // by the launches-per-job checks of each test instead.
+        assert_eq!(r["ledger_queued_left"], Value::from(0), "no job left queued in the ledger: {r:#}");
+        // Duplicate launches are bounded by the launches-per-job checks of each test: no job is
+        // bound to an instance, so no tag says which instance was launched for which job.
         assert_eq!(self.u("jobs_queued"), self.u("jobs_total"), "no job ran twice in GitHub: {r:#}");
         assert_eq!(self.status, 0, "hangar demo exits 0 on a clean run:\n{}", self.output);
     }

@@ -120,8 +120,6 @@ pub struct Options {
     pub ec2_attempts: u32,
     pub idle_timeout_secs: u64,
     pub boot_timeout_secs: u64,
-    /// The counting planner ([`hangar_scaler::counting`]) in place of the earmark planner.
-    pub counting: bool,
     /// A provisioning queue (SQS standard): launched instances' JIT configs are made by
     /// [`Env::provisioner`] from its messages, not by the pool's batch.
     pub provisioning: bool,
@@ -137,7 +135,6 @@ impl Default for Options {
             ec2_attempts: 3,
             idle_timeout_secs: 600,
             boot_timeout_secs: 300,
-            counting: false,
             provisioning: false,
         }
     }
@@ -166,7 +163,6 @@ struct PartsSource {
     clock: Arc<SimClock>,
     ec2_attempts: u32,
     ledger_table: String,
-    counting: bool,
     provision_queue_url: Option<String>,
 }
 
@@ -243,7 +239,6 @@ impl Env {
             clock: sim.clock(),
             ec2_attempts: opts.ec2_attempts,
             ledger_table,
-            counting: opts.counting,
             provision_queue_url,
         };
         let metrics = Arc::new(Metrics::in_memory("HangarTest"));
@@ -484,16 +479,12 @@ async fn build(
         lookup: Arc::new(Ec2InstanceLookup::new(ec2_client)),
         clock: src.clock.clone(),
         metrics,
-        options: ScalerOptions {
-            requeue_pace: std::time::Duration::from_millis(50),
-            counting: src.counting,
-            ..ScalerOptions::default()
-        },
-        ledger: Some(Arc::new(DynamoLedger::new(dynamodb::Client::new(&fast(3)), src.ledger_table.clone()))),
-        launches: Some(Arc::new(hangar_aws::launch_log::DynamoLaunchLog::new(
+        options: ScalerOptions::default(),
+        ledger: Arc::new(DynamoLedger::new(dynamodb::Client::new(&fast(3)), src.ledger_table.clone())),
+        launches: Arc::new(hangar_aws::launch_log::DynamoLaunchLog::new(
             dynamodb::Client::new(&fast(3)),
             src.ledger_table.clone(),
-        ))),
+        )),
         provisioning: src.provision_queue_url.as_ref().map(
             |url| -> Arc<dyn hangar_core::ports::ProvisionQueue> {
                 Arc::new(hangar_aws::sqs::SqsProvisionQueue::new(sqs::Client::new(&fast(3)), url.clone()))
@@ -638,4 +629,26 @@ pub fn ec2_event(fixture_name: &str, instance: &str, state: Option<&str>) -> Val
         ev["detail"]["state"] = json!(s);
     }
     ev
+}
+
+pub fn create_fleets(env: &Env) -> u64 {
+    env.proxy.counts().get("CreateFleet").copied().unwrap_or(0)
+}
+
+/// Feeds whatever the scaler queued (ticks) back to it as one batch, as the event source would;
+/// returns how many messages there were.
+pub async fn run_queue(env: &Env) -> usize {
+    let queued = env.drain_queue().await;
+    if queued.is_empty() {
+        return 0;
+    }
+    let refs: Vec<(&str, String, u32)> = queued.iter().map(|(a, b, c)| (a.as_str(), b.clone(), *c)).collect();
+    assert!(env.batch(&refs).await.is_empty(), "the queued ticks were handled");
+    queued.len()
+}
+
+/// The pool's queued jobs in the ledger, oldest first.
+pub async fn queued_jobs(env: &Env) -> Vec<u64> {
+    use hangar_core::ledger::JobLedger as _;
+    env.ledger().await.queued(&env.pool_name()).await.unwrap().into_iter().map(|j| j.key.job_id.0).collect()
 }

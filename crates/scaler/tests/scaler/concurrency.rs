@@ -1,10 +1,9 @@
-//! Two scaler environments at once against one pool: a batch and the reconcile schedule.
-//! Reconcile never launches (it queues a top-up into the pool's FIFO group), so however they
-//! interleave, the pool stays within `max_runners`.
+//! Three scaler environments at once against one pool: a batch and two reconcile schedules.
+//! The schedule never launches (it queues a reconcile tick into the pool's FIFO group), so
+//! however they interleave, the pool stays within `max_runners`.
 
 use crate::common::{fixture, scale_up, sqs_event, Env, Options};
-use hangar_core::message::QueueMessage;
-use hangar_scaler::TopUp;
+use hangar_scaler::Tick;
 
 #[tokio::test]
 async fn a_batch_and_reconcile_at_once_never_exceed_max_runners() {
@@ -34,21 +33,21 @@ async fn a_batch_and_reconcile_at_once_never_exceed_max_runners() {
         let live = env.live().await.len();
         assert!(live <= 4, "round {round}: {live} instances for max_runners 4");
 
-        // The top-ups reconcile queued, and the jobs the full pool put back, run as batches
-        // for the pool after the first one.
+        // The ticks the schedules queued run as batches for the pool after the first one; the
+        // jobs the full pool had no room for wait in the ledger, not in the queue.
         let queued = env.drain_queue().await;
+        assert!(!queued.is_empty(), "round {round}: the schedules ticked the pool");
         for (id, body, n) in &queued {
-            match TopUp::parse(body) {
-                Some(t) => assert_eq!(t.pool, p),
-                None => assert!(
-                    matches!(QueueMessage::parse(body), Ok(QueueMessage::ScaleUp(ref j)) if j.requeues >= 1),
-                    "only top-ups and requeued jobs are queued: {body}"
-                ),
-            }
+            assert!(
+                matches!(Tick::parse(body), Some((ref q, true)) if *q == p),
+                "only reconcile ticks: {body}"
+            );
             env.batch(&[(id.as_str(), body.clone(), *n)]).await;
         }
         let live = env.live().await.len();
-        assert!(live <= 4, "round {round}, after top-ups: {live}");
+        assert!(live <= 4, "round {round}, after the ticks: {live}");
+        // The next minute: the schedule's ticks are one per pool per minute (deduplicated).
+        env.sim.advance_clock(std::time::Duration::from_secs(60));
     }
     assert_eq!(env.live().await.len(), 4, "the pool did fill up to its cap");
     assert_eq!(env.proxy.count("RunInstances"), 0);

@@ -1,4 +1,4 @@
-//! The counting path (`HANGAR_PLANNER=counting`) against moto and the GitHub simulator: a pool
+//! The counting planner against moto and the GitHub simulator: a pool
 //! is planned from the job ledger and what EC2 lists. No job is bound to an instance, at the cap
 //! jobs wait in the ledger, and every other trigger is a tick in the pool's FIFO group.
 
@@ -8,27 +8,7 @@ use hangar_scaler::Tick;
 use hangar_sim::fault_proxy::Fault;
 
 fn counting(max_runners: u32) -> Options {
-    Options { counting: true, max_runners, ..Options::default() }
-}
-
-fn create_fleets(env: &Env) -> u64 {
-    env.proxy.counts().get("CreateFleet").copied().unwrap_or(0)
-}
-
-/// Feeds whatever the scaler queued (ticks) back to it as one batch, as the event source would;
-/// returns how many messages there were.
-async fn run_queue(env: &Env) -> usize {
-    let queued = env.drain_queue().await;
-    if queued.is_empty() {
-        return 0;
-    }
-    let refs: Vec<(&str, String, u32)> = queued.iter().map(|(a, b, c)| (a.as_str(), b.clone(), *c)).collect();
-    assert!(env.batch(&refs).await.is_empty(), "the queued ticks were handled");
-    queued.len()
-}
-
-async fn queued_jobs(env: &Env) -> Vec<u64> {
-    env.ledger().await.queued(&env.pool_name()).await.unwrap().into_iter().map(|j| j.key.job_id.0).collect()
+    Options { max_runners, ..Options::default() }
 }
 
 #[tokio::test]

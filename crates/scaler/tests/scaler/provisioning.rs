@@ -1,4 +1,4 @@
-//! The provisioning queue (the counting path with `HANGAR_PROVISION_QUEUE_URL`): a pool's batch
+//! The provisioning queue (`HANGAR_PROVISION_QUEUE_URL`): a pool's batch
 //! launches and hands each new instance to the provisioner, which makes its JIT config from
 //! the standard queue. The pool's batch never calls GitHub.
 
@@ -8,7 +8,7 @@ use hangar_scaler::provisioner::MAX_PROVISION_RECEIVES;
 use hangar_sim::github::Fault as GhFault;
 
 fn provisioning(max_runners: u32) -> Options {
-    Options { counting: true, provisioning: true, max_runners, ..Options::default() }
+    Options { provisioning: true, max_runners, ..Options::default() }
 }
 
 fn jit_fault(status: u16, count: u32) -> GhFault {

@@ -1,13 +1,21 @@
 //! The reconcile schedule: warm pool, timeouts, cleanup, and a second run that changes nothing.
+//! The schedule sends each pool a reconcile tick in its FIFO group; the pool's own batch plans
+//! with GitHub's runners and the stored JIT configs.
 
-use crate::common::{fixture, runner_name, scale_up, Env, Options, ORG};
+use crate::common::{completed, fixture, run_queue, runner_name, scale_up, Env, Options, ORG, REPO};
 use hangar_aws::ssm::SsmJitStore;
 use hangar_core::ids::{InstanceId, RunnerName};
 use hangar_core::ports::{JitRequest, JitStore, RunnerRegistry, RunnerScopeTarget};
 use hangar_core::secret::Secret;
-use hangar_scaler::TopUp;
 use std::collections::BTreeSet;
 use std::time::Duration;
+
+/// The schedule, then the reconcile tick it queued, handled by the pool's batch.
+async fn reconcile(env: &Env) {
+    let resp = env.handle(fixture("scheduled-event.json")).await;
+    assert_eq!(resp["ticked"], serde_json::json!([env.pool_name().to_string()]), "{resp}");
+    assert_eq!(run_queue(env).await, 1, "one reconcile tick");
+}
 
 #[tokio::test]
 async fn reconcile_tops_up_trims_kills_cleans_up_and_then_does_nothing() {
@@ -21,15 +29,10 @@ async fn reconcile_tops_up_trims_kills_cleans_up_and_then_does_nothing() {
     .await;
     let p = env.pool_name();
 
-    // An empty pool: reconcile does not launch, it queues a top-up in the pool's FIFO group.
-    let summary = env.handle(fixture("scheduled-event.json")).await;
-    assert_eq!(summary[p.as_str()]["top_ups"], 1, "{summary}");
-    assert_eq!(env.proxy.count("CreateFleet"), 0);
-    let queued = env.drain_queue().await;
-    assert_eq!(queued.len(), 1);
-    let top_up = TopUp::parse(&queued[0].1).unwrap();
-    assert_eq!(top_up.pool, p);
-    assert!(env.batch(&[(queued[0].0.as_str(), queued[0].1.clone(), 1)]).await.is_empty());
+    // An empty pool: the schedule itself launches nothing; its tick's batch tops the pool up.
+    let resp = env.handle(fixture("scheduled-event.json")).await;
+    assert_eq!(env.proxy.count("CreateFleet"), 0, "{resp}");
+    assert_eq!(run_queue(&env).await, 1);
     let warm = env.live().await;
     assert_eq!(warm.len(), 2, "topped up to the warm target");
     assert!(warm
@@ -39,14 +42,14 @@ async fn reconcile_tops_up_trims_kills_cleans_up_and_then_does_nothing() {
         assert!(env.jit(&i.id).await.is_some(), "warm runners get JIT configs");
     }
 
-    // Three jobs: two take the warm runners, one gets a launch, and the warm pool is refilled.
+    // Three jobs: need is 3 queued + 2 warm, so three more are launched.
     let jobs: Vec<(String, String, u32)> = (1..=3).map(|j| (format!("q-{j}"), scale_up(&p, j), 1)).collect();
     let refs: Vec<(&str, String, u32)> = jobs.iter().map(|(a, b, c)| (a.as_str(), b.clone(), *c)).collect();
     assert!(env.batch(&refs).await.is_empty());
     let live = env.live().await;
     assert_eq!(live.len(), 5, "{live:?}");
-    // Every runner boots except one warm runner, which never registers.
-    let never = live.iter().find(|i| i.tag("hangar:job-id").is_none()).unwrap().id.clone();
+    // Every runner boots except one, which never registers.
+    let never = live[0].id.clone();
     for i in live.iter().filter(|i| i.id != never) {
         env.boot(&i.id).await;
     }
@@ -65,20 +68,30 @@ async fn reconcile_tops_up_trims_kills_cleans_up_and_then_does_nothing() {
     .await
     .unwrap();
 
-    // Before any timeout: nothing to do, and nothing is written.
+    // Before any timeout: nothing to do, and nothing is written but the tick itself.
     let (aws, github) = (env.aws_writes(), env.github_writes());
-    env.handle(fixture("scheduled-event.json")).await;
-    assert_eq!((env.aws_writes(), env.github_writes()), (aws, github), "{:?}", env.proxy.counts());
+    reconcile(&env).await;
+    assert_eq!((env.aws_writes(), env.github_writes()), (aws + 1, github), "{:?}", env.proxy.counts());
     assert_eq!(env.live().await.len(), 5);
 
-    // Past the idle and boot timeouts (and the fresh-parameter grace).
+    // The three jobs are cancelled while queued; then past the idle and boot timeouts (and the
+    // fresh-parameter grace).
+    let cancels: Vec<(String, String, u32)> = (1..=3)
+        .map(|j| {
+            let c = completed(&p, j, "", "cancelled", 1, REPO)
+                .replace("\"runner_name\":\"\"", "\"runner_name\":null");
+            (format!("c-{j}"), c, 1)
+        })
+        .collect();
+    let refs: Vec<(&str, String, u32)> =
+        cancels.iter().map(|(a, b, c)| (a.as_str(), b.clone(), *c)).collect();
+    assert!(env.batch(&refs).await.is_empty());
     env.sim.advance_clock(Duration::from_secs(700));
     env.metrics.clear();
-    env.handle(fixture("scheduled-event.json")).await;
+    reconcile(&env).await;
     let live = env.live().await;
     assert_eq!(live.len(), 2, "trimmed to the warm target: {live:?}");
     assert!(live.iter().all(|i| i.id != never), "the never-registered instance is gone");
-    assert!(live.iter().all(|i| i.tag("hangar:job-id").is_none()), "stale earmarks cleared");
     assert_eq!(env.metrics.total("OrphansTerminated", None), 1.0);
     assert_eq!(env.metrics.total("IdleTerminated", None), 2.0);
     assert!(env.parameters().await.is_empty(), "stale and orphaned parameters deleted");
@@ -90,11 +103,10 @@ async fn reconcile_tops_up_trims_kills_cleans_up_and_then_does_nothing() {
     assert_eq!(env.metrics.last("PoolIdle", p.as_str()), Some(2.0));
     assert_eq!(env.metrics.last("PoolTarget", p.as_str()), Some(2.0));
 
-    // The second run finds nothing to do: reads only.
+    // The next run finds nothing to do: reads only, and the tick.
     let (aws, github) = (env.aws_writes(), env.github_writes());
-    let summary = env.handle(fixture("scheduled-event.json")).await;
-    assert_eq!(summary[p.as_str()]["actions"], 0, "{summary}");
-    assert_eq!((env.aws_writes(), env.github_writes()), (aws, github), "{:?}", env.proxy.counts());
+    reconcile(&env).await;
+    assert_eq!((env.aws_writes(), env.github_writes()), (aws + 1, github), "{:?}", env.proxy.counts());
     assert!(env.drain_queue().await.is_empty());
-    let _ = store.list().await.unwrap();
+    assert_eq!(env.live().await.len(), 2);
 }

@@ -1,7 +1,9 @@
 //! EC2 events: spot interruption warnings (and the re-run that follows a failed job), and
 //! instances going away.
 
-use crate::common::{completed, ec2_event, fixture, runner_name, scale_up, started, Env, Options, REPO};
+use crate::common::{
+    completed, ec2_event, fixture, queued_jobs, run_queue, runner_name, scale_up, started, Env, Options, REPO,
+};
 use hangar_sim::github::JobSpec;
 use serde_json::json;
 
@@ -61,7 +63,7 @@ async fn a_success_on_an_interrupted_runner_is_not_rerun() {
 }
 
 #[tokio::test]
-async fn a_terminated_instance_loses_its_parameter_and_its_unused_runner() {
+async fn a_terminated_instance_loses_its_parameter_and_its_unused_runner_and_its_job_gets_another() {
     let env = Env::start(Options::default()).await;
     let p = env.pool_name();
     assert!(env.batch(&[("up", scale_up(&p, 5), 1)]).await.is_empty());
@@ -73,37 +75,28 @@ async fn a_terminated_instance_loses_its_parameter_and_its_unused_runner() {
     assert_eq!(resp["deregistered"], true, "{resp}");
     assert!(env.jit(&id).await.is_none());
     assert!(env.sim.runners().iter().all(|r| r.removed));
-    // It died holding job 5's earmark: a replacement is asked for in the pool's group.
+    // Its capacity is free: the pool is ticked, to be planned again in its group.
     assert_eq!(resp["replacement_requested"], true, "{resp}");
-    // The second notification (`terminated`) finds nothing left and writes nothing.
+    // The second notification (`terminated`) finds nothing left to clean up; its tick has the
+    // first one's deduplication id.
     let (aws, gh) = (env.aws_writes(), env.github_writes());
     let resp = env.handle(ec2_event("ec2-state-change-terminated.json", &id, Some("terminated"))).await;
-    assert_eq!(
-        (resp["deregistered"].as_bool(), resp["replacement_requested"].as_bool()),
-        (Some(false), Some(false))
-    );
+    assert_eq!(resp["deregistered"].as_bool(), Some(false), "{resp}");
     assert_eq!(env.github_writes(), gh);
-    // DeleteParameter of a missing parameter is the only call that is a write by name.
-    assert_eq!(env.aws_writes(), aws + 1);
-    let queued = env.drain_queue().await;
-    assert_eq!(queued.len(), 1, "{queued:?}");
-    let body: serde_json::Value = serde_json::from_str(&queued[0].1).unwrap();
-    assert_eq!(body["kind"], "replace_dead");
-    assert_eq!((body["job"].as_u64(), body["instance"].as_str()), (Some(5), Some(id.as_str())));
+    // The tick (SendMessage) and DeleteParameter of a missing parameter: writes by name only.
+    assert_eq!(env.aws_writes(), aws + 2, "{:?}", env.proxy.counts());
 
-    // The batch that takes it launches one instance for job 5, tagged with what it replaces.
-    assert!(env.batch(&[("replace", queued[0].1.clone(), 1)]).await.is_empty());
+    // The tick's batch launches one instance: job 5 is still queued in the ledger.
+    assert_eq!(run_queue(&env).await, 1, "one tick: SQS deduplicated the second");
     let live = env.live().await;
     assert_eq!(live.len(), 1, "{live:?}");
-    assert_eq!(live[0].tag("hangar:job-id"), Some("5"));
-    assert_eq!(live[0].tag("hangar:replaces"), Some(id.as_str()));
-    assert!(env.jit(&live[0].id).await.is_some(), "the replacement got its JIT config");
-    assert_eq!(env.metrics.total("EarmarksReplaced", None), 1.0);
-    // A redelivery (or reconcile's backstop) of the same request launches nothing more.
-    assert!(env.batch(&[("replace", queued[0].1.clone(), 2)]).await.is_empty());
+    assert_eq!(live[0].tag("hangar:job-id"), None);
+    assert!(env.jit(&live[0].id).await.is_some(), "the new instance got its JIT config");
+    assert_eq!(queued_jobs(&env).await, vec![5]);
+    // Reconcile's tick launches nothing more.
+    env.handle(fixture("scheduled-event.json")).await;
+    assert_eq!(run_queue(&env).await, 1);
     assert_eq!(env.live().await.len(), 1);
-    let summary = env.handle(fixture("scheduled-event.json")).await;
-    assert_eq!(summary[p.as_str()]["replacements_requested"], 0, "{summary}");
 }
 
 #[tokio::test]
@@ -112,23 +105,22 @@ async fn an_instance_that_ran_another_job_before_dying_is_not_replaced() {
     let p = env.pool_name();
     assert!(env.batch(&[("a", scale_up(&p, 1), 1), ("b", scale_up(&p, 2), 1)]).await.is_empty());
     let live = env.live().await;
-    let on = |j: &str| live.iter().find(|i| i.tag("hangar:job-id") == Some(j)).unwrap().id.clone();
-    let (for1, for2) = (on("1"), on("2"));
-    // GitHub gave job 2 to the runner launched for job 1, which finished it and went away
-    // before either webhook was handled.
-    env.ec2.terminate_instances().instance_ids(&for1).send().await.unwrap();
-    let resp = env.handle(ec2_event("ec2-state-change-terminated.json", &for1, Some("shutting-down"))).await;
-    assert_eq!(resp["replacement_requested"], true, "its tags still say job 1: {resp}");
-    let replace = env.drain_queue().await.remove(0).1;
+    let (gone, other) = (live[0].id.clone(), live[1].id.clone());
+    // GitHub gave job 2 to one runner, which finished it and went away before either webhook
+    // was handled.
+    env.ec2.terminate_instances().instance_ids(&gone).send().await.unwrap();
+    let resp = env.handle(ec2_event("ec2-state-change-terminated.json", &gone, Some("shutting-down"))).await;
+    assert_eq!(resp["replacement_requested"], true, "the pool is ticked: {resp}");
+    let tick = env.drain_queue().await.remove(0).1;
     // FIFO order: the runner's webhooks were queued before the state change.
-    let start = started(&p, 2, &runner_name(&p, &for1));
-    let done = completed(&p, 2, &runner_name(&p, &for1), "success", 1, REPO);
-    assert!(env.batch(&[("s", start, 1), ("c", done, 1), ("r", replace, 1)]).await.is_empty());
-    // Job 1's claim moved to the instance launched for job 2: nothing is launched.
+    let start = started(&p, 2, &runner_name(&p, &gone));
+    let done = completed(&p, 2, &runner_name(&p, &gone), "success", 1, REPO);
+    assert!(env.batch(&[("s", start, 1), ("c", done, 1), ("t", tick, 1)]).await.is_empty());
+    // One job queued, one free runner: nothing is launched.
     let live = env.live().await;
-    assert_eq!(live.len(), 1, "{live:?}");
-    assert_eq!((live[0].id.clone(), live[0].tag("hangar:job-id")), (for2, Some("1")));
-    assert_eq!(env.metrics.total("EarmarksReplaced", None), 0.0);
+    assert_eq!(live.iter().map(|i| i.id.clone()).collect::<Vec<_>>(), vec![other], "{live:?}");
+    assert_eq!(queued_jobs(&env).await, vec![1]);
+    assert_eq!(env.proxy.count("CreateFleet"), 1);
 }
 
 #[tokio::test]
