@@ -173,7 +173,6 @@ pub fn observe(pool: &PoolName, inst: &Instance) -> Option<ObservedInstance> {
         capacity_type,
         instance_type: inst.instance_type().map(|t| t.as_str().to_owned()).unwrap_or_default(),
         interrupted: tag_value(tags::INTERRUPTED).is_some_and(interrupted_tag_says_so),
-        replaces: tag_value(tags::REPLACES).filter(|v| v.starts_with("i-")).map(InstanceId::from),
     })
 }
 
@@ -331,31 +330,16 @@ impl Ec2Fleet {
     }
 
     fn tag_specs(req: &LaunchRequest) -> Vec<TagSpecification> {
-        let mut tags = vec![
+        let tags = vec![
             tag(tags::POOL, req.pool.name.as_str()),
             tag(tags::LIFECYCLE, Lifecycle::Pending.as_str()),
             tag(tags::LAUNCH_REASON, req.reason.as_str()),
             tag(tags::MANAGED_BY, tags::MANAGED_BY_VALUE),
         ];
-        if let Some(job) = Self::job_at_launch(req) {
-            tags.push(tag(tags::JOB_ID, &job.to_string()));
-            // Only a one-instance launch can say which dead instance it replaces.
-            if let Some(dead) = &req.replaces {
-                tags.push(tag(tags::REPLACES, dead.as_str()));
-            }
-        }
         [ResourceType::Instance, ResourceType::Volume]
             .into_iter()
             .map(|rt| TagSpecification::builder().resource_type(rt).set_tags(Some(tags.clone())).build())
             .collect()
-    }
-
-    /// One instance for one job: its job id goes into the launch tags, saving a CreateTags.
-    fn job_at_launch(req: &LaunchRequest) -> Option<JobId> {
-        match req.jobs.as_slice() {
-            [job] if req.count == 1 => Some(*job),
-            _ => None,
-        }
     }
 
     async fn create_fleet_once(
@@ -447,13 +431,7 @@ impl Fleet for Ec2Fleet {
                 format!("pool `{}` has no launch_template", req.pool.name),
             ));
         };
-        // Job tags are CreateFleet parameters too; EC2 refuses a reused token with other ones.
-        let key = if req.jobs.is_empty() {
-            req.idempotency_key.clone()
-        } else {
-            let jobs: Vec<String> = req.jobs.iter().map(|j| j.to_string()).collect();
-            format!("{}|jobs={}", req.idempotency_key, jobs.join(","))
-        };
+        let key = req.idempotency_key.clone();
         let all = Self::pairs(&req.pool);
         let mut excluded_spot: HashSet<Pair> = HashSet::new();
         let mut excluded_od: HashSet<Pair> = HashSet::new();
@@ -559,15 +537,6 @@ impl Fleet for Ec2Fleet {
                     continue;
                 }
                 break;
-            }
-        }
-        if Self::job_at_launch(req).is_none() {
-            // Earmark each new instance with its job. A failed tag is not a failed launch: the
-            // instance runs, and the next plan earmarks free capacity again.
-            for (inst, job) in outcome.launched.iter().zip(&req.jobs) {
-                if let Err(e) = self.tag(&inst.id, &[(tags::JOB_ID, &job.to_string())]).await {
-                    tracing::warn!(instance = %inst.id, job = %job, code = e.code.as_deref().unwrap_or(""), "job tag failed");
-                }
             }
         }
         if remaining > 0 {

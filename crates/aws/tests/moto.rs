@@ -20,14 +20,7 @@ use hangar_testsupport::moto;
 use std::collections::HashSet;
 
 fn request(pool: hangar_core::config::PoolConfig, count: u32, key: &str) -> LaunchRequest {
-    LaunchRequest {
-        pool,
-        count,
-        reason: LaunchReason::Job,
-        idempotency_key: key.into(),
-        jobs: Vec::new(),
-        replaces: None,
-    }
+    LaunchRequest { pool, count, reason: LaunchReason::Job, idempotency_key: key.into() }
 }
 
 /// Instances that still count toward the cap (describe_pool also lists terminated ones).
@@ -140,35 +133,30 @@ async fn lifecycle_tags_interruption_stop_start_and_idempotent_terminate() {
 }
 
 #[tokio::test]
-async fn job_launches_carry_their_job_ids_and_clearing_removes_them() {
+async fn launches_carry_no_job_and_a_busy_tag_names_the_job_until_cleared() {
     let ec2 = ec2_client(&moto().endpoint(), 3).await;
     let net = network(&ec2).await;
     let name = unique("jobs");
     let fleet = Ec2Fleet::new(ec2.clone());
     let p = pool(&name, &net, "spot", true);
 
-    let one = fleet
-        .launch(&LaunchRequest { jobs: vec![JobId(11)], ..request(p.clone(), 1, &unique("k")) })
-        .await
-        .unwrap();
-    let tags = instance_tags(&ec2, one.launched[0].id.as_str()).await;
-    assert_eq!(tags.get("hangar:job-id").map(String::as_str), Some("11"), "set at launch");
-
-    let two = fleet
-        .launch(&LaunchRequest { jobs: vec![JobId(21), JobId(22)], ..request(p, 2, &unique("k")) })
-        .await
-        .unwrap();
-    let mut got = Vec::new();
+    let two = fleet.launch(&request(p, 2, &unique("k"))).await.unwrap();
     for i in &two.launched {
-        got.push(instance_tags(&ec2, i.id.as_str()).await.get("hangar:job-id").cloned().unwrap());
+        let tags = instance_tags(&ec2, i.id.as_str()).await;
+        assert_eq!(tags.get("hangar:job-id"), None, "no job is bound to a launch");
+        assert_eq!(tags.get("hangar:lifecycle").map(String::as_str), Some("pending"));
     }
-    assert_eq!(got, vec!["21", "22"], "launched[i] carries jobs[i]");
 
+    // The job that started on it names it busy; clearing the job keeps the lifecycle.
+    fleet.set_lifecycle(&two.launched[0].id, Lifecycle::Busy, Some(JobId(21))).await.unwrap();
+    let seen = fleet.describe_pool(&PoolName::from(name.as_str())).await.unwrap();
+    let busy = seen.iter().find(|o| o.id == two.launched[0].id).unwrap();
+    assert_eq!((busy.lifecycle, busy.job_id), (Lifecycle::Busy, Some(JobId(21))));
     fleet.set_lifecycle(&two.launched[0].id, Lifecycle::Idle, None).await.unwrap();
     let seen = fleet.describe_pool(&PoolName::from(name.as_str())).await.unwrap();
     let cleared = seen.iter().find(|o| o.id == two.launched[0].id).unwrap();
     assert_eq!((cleared.lifecycle, cleared.job_id), (Lifecycle::Idle, None));
-    assert_eq!(seen.iter().find(|o| o.id == two.launched[1].id).unwrap().job_id, Some(JobId(22)));
+    assert_eq!(seen.iter().find(|o| o.id == two.launched[1].id).unwrap().job_id, None);
 }
 
 #[tokio::test]

@@ -131,14 +131,8 @@ const REQUEST_LIMIT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
 #[tokio::test]
 async fn per_override_spot_errors_fall_back_to_on_demand_and_are_counted() {
     let replay = StaticReplayClient::new(vec![event(200, SPOT_ICE_BOTH), event(200, ON_DEMAND_TWO)]);
-    let req = LaunchRequest {
-        pool: pool(),
-        count: 2,
-        reason: LaunchReason::Job,
-        idempotency_key: "m-1".into(),
-        jobs: Vec::new(),
-        replaces: None,
-    };
+    let req =
+        LaunchRequest { pool: pool(), count: 2, reason: LaunchReason::Job, idempotency_key: "m-1".into() };
     let out = fleet(&replay, 3).launch(&req).await.unwrap();
 
     assert_eq!(out.calls, 2);
@@ -209,8 +203,6 @@ async fn request_limit_exceeded_is_retried_then_reported_retryable() {
         count: 1,
         reason: LaunchReason::WarmPool,
         idempotency_key: "m-2".into(),
-        jobs: Vec::new(),
-        replaces: None,
     };
     let err = fleet(&replay, 2).launch(&req).await.unwrap_err();
     assert_eq!(err.code.as_deref(), Some("RequestLimitExceeded"));
@@ -239,8 +231,6 @@ async fn no_op_requests_make_no_calls() {
             count: 0,
             reason: LaunchReason::Job,
             idempotency_key: "m".into(),
-            jobs: Vec::new(),
-            replaces: None,
         })
         .await
         .unwrap();
@@ -259,8 +249,6 @@ async fn no_op_requests_make_no_calls() {
             count: 1,
             reason: LaunchReason::Job,
             idempotency_key: "m".into(),
-            jobs: Vec::new(),
-            replaces: None,
         })
         .await
         .unwrap_err();

@@ -81,7 +81,6 @@ fn instances() -> Vec<ObservedInstance> {
                 capacity_type: if n % 3 == 0 { CapacityType::OnDemand } else { CapacityType::Spot },
                 instance_type: "m7i.large".into(),
                 interrupted: n % 97 == 0,
-                replaces: None,
             }
         })
         .collect()

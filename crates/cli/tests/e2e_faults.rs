@@ -75,8 +75,9 @@ fn duplicate_webhook_deliveries() {
     r.assert_clean();
     let dups = r.detail("duplicate_deliveries");
     // Deliveries up to trace second 150 are sent twice: every `queued` one (the last job is
-    // queued at 120), most starts and completions.
-    assert!(dups >= 2 * 16, "deliveries were sent twice: {:#}", r.report);
+    // queued at 120), and the starts and completions before then (how many depends on the
+    // queue waits: 30 of 48 in one run on 2026-12-07, 34 in another).
+    assert!(dups > 16, "every queued delivery and some others were sent twice: {:#}", r.report);
     let deliveries: u64 = r.detail_total("webhook_deliveries");
     let handled = r.report["details"]["event_source"]["messages"].as_u64().unwrap();
     assert!(
@@ -84,9 +85,8 @@ fn duplicate_webhook_deliveries() {
         "most duplicates reached the scaler ({handled} messages handled for {deliveries} deliveries, {dups} of them duplicates): {:#}",
         r.report
     );
-    // Jobs of 2-3 s real time let a runner finish and die before the batch with its start is
-    // handled; when two runners swapped jobs that way, the first start read alone looks like a
-    // job that lost its earmark, and one launch goes to waste (it idles out). That happens
-    // without duplicates too; a duplicate that launched would add one per job.
+    // A duplicate that launched would add one per job (16). The slack of 2 is not for
+    // duplicates: this suite's spot-capacity run, with no duplicate, launched 18 for 16 once
+    // on 2026-12-07, and where those two came from is not found yet.
     assert!(r.u("launches") <= r.u("jobs_total") + 2, "a duplicate launched an instance: {:#}", r.report);
 }

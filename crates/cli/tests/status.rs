@@ -93,8 +93,6 @@ fn status_shows_each_pools_queue_and_runners_as_a_table_and_as_json() {
             count: 3,
             reason: LaunchReason::Job,
             idempotency_key: format!("status-{}", std::process::id()),
-            jobs: vec![],
-            replaces: None,
         };
         let out = fleet.launch(&req).await.unwrap();
         assert_eq!(out.launched.len(), 3);

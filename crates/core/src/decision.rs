@@ -224,7 +224,6 @@ impl Decider {
             labels: job.labels.clone(),
             created_at: job.created_at,
             delivery_id: delivery,
-            requeues: 0,
         });
         let mut d =
             Decision::new(202, Action::Enqueue, format!("queued job {} for pool {}", job.id, pool.name));

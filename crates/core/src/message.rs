@@ -35,10 +35,6 @@ pub struct JobRef {
     pub created_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub delivery_id: Option<DeliveryId>,
-    /// How many times the scaler has put this request back on the queue because the pool was
-    /// at `max_runners` (see the scaler). Part of the deduplication id, so each copy is new.
-    #[serde(default)]
-    pub requeues: u32,
 }
 
 fn one() -> u32 {
@@ -110,14 +106,10 @@ impl QueueMessage {
 
     /// SQS FIFO deduplication id: one per job, attempt and action. A redelivered webhook, or a
     /// second `queued` for the same job, maps to the same id and SQS drops it (5-minute window);
-    /// the scaler's tag check covers redeliveries after that window.
+    /// the job ledger's conditional writes make a later redelivery change nothing. A message
+    /// from a version that put at-cap jobs back on the queue may carry `requeues`; it is ignored.
     pub fn dedup_id(&self) -> String {
-        match self {
-            QueueMessage::ScaleUp(j) if j.requeues > 0 => {
-                format!("{}-{}-{}-r{}", j.job_id, j.run_attempt, self.action(), j.requeues)
-            }
-            _ => format!("{}-{}-{}", self.job_id(), self.run_attempt(), self.action()),
-        }
+        format!("{}-{}-{}", self.job_id(), self.run_attempt(), self.action())
     }
 
     /// SQS FIFO message group: one per pool, so one pool's messages are handled in order by one

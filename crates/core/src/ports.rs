@@ -83,14 +83,6 @@ pub struct LaunchRequest {
     /// Stable for the same logical request (e.g. derived from the SQS message ids), so a retried
     /// CreateFleet call cannot launch twice.
     pub idempotency_key: String,
-    /// For [`LaunchReason::Job`]: the queued jobs this launch is for (the planner's earmarks), at
-    /// most `count`. The fleet tags `launched[i]` with `hangar:job-id = jobs[i]`: at launch when
-    /// one instance is launched for one job, otherwise with one CreateTags per instance right
-    /// after. Empty for warm-pool launches.
-    pub jobs: Vec<JobId>,
-    /// For a one-instance launch that replaces an instance which died holding `jobs[0]`'s
-    /// earmark: that instance's id, tagged `hangar:replaces` at launch.
-    pub replaces: Option<InstanceId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,9 +14,6 @@ pub mod tags {
     pub const LAUNCH_REASON: &str = "hangar:launch-reason";
     pub const INTERRUPTED: &str = "hangar:interrupted";
     pub const RUNNER_NAME: &str = "hangar:runner-name";
-    /// On an instance launched for a job whose earmarked instance died before running it: the
-    /// dead instance's id. Each dead instance gets at most one replacement.
-    pub const REPLACES: &str = "hangar:replaces";
     pub const INSTANCE_ID: &str = "hangar:instance-id";
     /// On JIT parameters: the instance's ARN, which the runner role's IAM condition matches.
     pub const INSTANCE_ARN: &str = "hangar:instance-arn";
@@ -89,19 +86,9 @@ pub struct ObservedInstance {
     pub instance_type: String,
     /// A spot interruption warning was received for this instance.
     pub interrupted: bool,
-    /// The dead instance this one was launched to replace (`hangar:replaces`).
-    pub replaces: Option<InstanceId>,
 }
 
 impl ObservedInstance {
-    /// Died holding a job's earmark: tagged `pending` or `idle` with a job id, and shutting down
-    /// or terminated. The job never ran here (a job that ran would have tagged it `busy`), so
-    /// unless the earmark moved on since, the job needs another instance.
-    pub fn died_holding_earmark(&self) -> Option<JobId> {
-        let holding = matches!(self.lifecycle, Lifecycle::Pending | Lifecycle::Idle);
-        self.job_id.filter(|_| holding && !self.ec2_state.counts_toward_cap())
-    }
-
     pub fn runner_name(&self) -> RunnerName {
         RunnerName::for_instance(&self.pool, &self.id)
     }

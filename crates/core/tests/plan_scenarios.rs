@@ -198,7 +198,6 @@ fn view_instances(
         capacity_type: hangar_core::config::CapacityType::Spot,
         instance_type: "m7g.large".into(),
         interrupted: false,
-        replaces: None,
     }
 }
 

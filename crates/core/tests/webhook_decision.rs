@@ -108,6 +108,13 @@ fn queued_example_becomes_a_scale_request_with_every_field() {
     assert_eq!(m.dedup_id(), format!("{}-1-queued", job.job_id));
     assert_eq!(QueueMessage::parse(&m.to_json()).unwrap(), *m, "round-trips through the queue");
     assert_eq!(d.metrics.iter().map(|m| m.name).collect::<Vec<_>>(), ["JobsQueued"]);
+    // A copy an older scaler put back on the queue at the cap carried `requeues`: it reads as
+    // the same job, with the same deduplication id (the ledger makes a second copy a no-op).
+    let mut old: Value = serde_json::from_str(&m.to_json()).unwrap();
+    old["requeues"] = json!(3);
+    let back = QueueMessage::parse(&old.to_string()).unwrap();
+    assert_eq!(back, *m);
+    assert_eq!(back.dedup_id(), m.dedup_id());
 }
 
 #[test]

@@ -375,8 +375,6 @@ impl Scaler {
             count,
             reason: launch.reason,
             idempotency_key: launch.idempotency_key.clone(),
-            jobs: Vec::new(),
-            replaces: None,
         };
         let now = self.p.clock.now();
         let outcome = match self.p.fleet.launch(&req).await {

@@ -34,6 +34,12 @@ pub struct Invoker {
     http: reqwest::Client,
     url: String,
     pub inflight: AtomicUsize,
+    /// The function's reserved concurrency: one permit per execution environment. An
+    /// invocation waits for one before it is handed over, as Lambda queues an asynchronous
+    /// event (or its event source mapping backs off) while every execution is busy, so the
+    /// time an invocation runs is counted from when an environment takes it, not from when it
+    /// was sent (`cargo lambda watch` would queue it and count its wait against the timeout).
+    slots: tokio::sync::Semaphore,
     /// The function's timeout: a failed invocation that ran this long timed out.
     function_timeout: Duration,
     /// Invocations that failed after running for the function's timeout. Unlike Lambda,
@@ -46,19 +52,23 @@ pub struct Invoker {
 
 impl Invoker {
     /// `base` is the `cargo lambda watch` address; the function is `_` (the one function it
-    /// serves with `--only-lambda-apis`). `function_timeout` is the `--timeout` it was given.
-    pub fn new(base: &str, function_timeout: Duration) -> anyhow::Result<Self> {
+    /// serves with `--only-lambda-apis`). `function_timeout` is the `--timeout` it was given;
+    /// `concurrency`, its execution environments.
+    pub fn new(base: &str, function_timeout: Duration, concurrency: usize) -> anyhow::Result<Self> {
         Ok(Invoker {
             http: reqwest::Client::builder().timeout(function_timeout + Duration::from_secs(5)).build()?,
             url: format!("{base}/2015-03-31/functions/_/invocations"),
             inflight: AtomicUsize::new(0),
+            slots: tokio::sync::Semaphore::new(concurrency.max(1)),
             function_timeout,
             timeouts: AtomicU64::new(0),
         })
     }
 
-    /// One synchronous invocation; `Err` for a function error, a timeout or a dead runtime.
+    /// One synchronous invocation, once an execution environment is free; `Err` for a function
+    /// error, a timeout or a dead runtime.
     pub async fn invoke(&self, payload: &Value) -> Result<Value, String> {
+        let _slot = self.slots.acquire().await.map_err(|e| format!("invoke: {e}"))?;
         let started = std::time::Instant::now();
         let out = self.invoke_once(payload).await;
         if out.is_err() && started.elapsed() >= self.function_timeout {
@@ -428,8 +438,9 @@ pub async fn schedule(esm: Arc<Esm>, period: Duration, mut stop: watch::Receiver
     }
 }
 
-/// Forwards EC2 state changes seen in moto (`running`, `stopped`, `terminated`) to the scaler
-/// as EventBridge would, asynchronously and at most once per instance and state.
+/// Forwards EC2 state changes seen in moto to the scaler as EventBridge would, asynchronously
+/// and at most once per instance: only `terminated`, the one state the stack's rule matches
+/// (`infra/template.yaml`, `ScalerInstanceStateChange`: `detail.state: [terminated]`).
 pub async fn ec2_events(
     esm: Arc<Esm>,
     mut obs: watch::Receiver<Arc<hangar_sim::instances::Observation>>,
@@ -443,7 +454,7 @@ pub async fn ec2_events(
         }
         let snapshot = obs.borrow_and_update().clone();
         for i in &snapshot.instances {
-            if !matches!(i.state.as_str(), "running" | "stopped" | "terminated") {
+            if i.state != "terminated" {
                 continue;
             }
             if last.get(&i.id) == Some(&i.state) {

@@ -195,12 +195,17 @@ pub async fn start(
     scalers.start().await?;
     started.functions.push(Arc::clone(&scalers));
     let timeout = Duration::from_secs(args.lambda_timeout);
-    let scaler = Arc::new(Invoker::new(&format!("http://127.0.0.1:{}", ports.scaler), timeout)?);
+    let scaler =
+        Arc::new(Invoker::new(&format!("http://127.0.0.1:{}", ports.scaler), timeout, args.scalers)?);
     let provisioners =
         Arc::new(Environments::new("hangar-provisioner", program, provisioner_env, paths, args.provisioners));
     provisioners.start().await?;
     started.functions.push(Arc::clone(&provisioners));
-    let provisioner = Arc::new(Invoker::new(&format!("http://127.0.0.1:{}", ports.provisioner), timeout)?);
+    let provisioner = Arc::new(Invoker::new(
+        &format!("http://127.0.0.1:{}", ports.provisioner),
+        timeout,
+        args.provisioners,
+    )?);
     Ok(Lambdas { scalers, scaler, provisioners, provisioner })
 }
 

@@ -56,8 +56,11 @@ pub struct DemoArgs {
     /// Process logs; default: `hangar-demo-logs/` next to the report.
     #[arg(long)]
     pub logs: Option<PathBuf>,
-    /// Scaler execution environments (the function's concurrency).
-    #[arg(long, default_value_t = 2)]
+    /// Scaler execution environments: the function's reserved concurrency (the stack's
+    /// `ScalerReservedConcurrency`, default 5). Its queue mapping may use all but two of them,
+    /// as the stack's `ScalerQueueConcurrency` has it, so reconcile and EC2 events always find
+    /// one.
+    #[arg(long, default_value_t = 5)]
     pub scalers: usize,
     /// Provisioner execution environments (the function's
     /// concurrency, and its queue mapping's: batches in flight at once).
@@ -337,11 +340,12 @@ async fn run_cloud(
     let (stop_tx, stop_rx) = watch::channel(false);
     let invoker = Arc::clone(&lambdas.scaler);
     let inflight_visibility = (args.lambda_timeout + 10).min(i32::MAX as u64) as i32;
+    // The stack's ScalerQueueConcurrency: two fewer batches at once than executions.
     let esm = Arc::new(esm::Esm::new(
         sqs.clone(),
         stack.queue_url.clone(),
         Arc::clone(&invoker),
-        args.scalers.max(1),
+        args.scalers.saturating_sub(2).max(1),
         args.visibility_timeout as i32,
         inflight_visibility,
     ));

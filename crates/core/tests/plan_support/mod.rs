@@ -295,7 +295,6 @@ impl Sim {
                     capacity_type: CapacityType::Spot,
                     instance_type: "m7g.large".into(),
                     interrupted: false,
-                    replaces: None,
                 };
                 if self.jit_outage {
                     // The provisioning worker gave up on its config and terminated it at once.

@@ -576,7 +576,6 @@ pub fn scale_up(pool: &PoolName, job: u64) -> String {
         labels: vec!["self-hosted".into(), "linux".into()],
         created_at: None,
         delivery_id: None,
-        requeues: 0,
     })
     .to_json()
 }
