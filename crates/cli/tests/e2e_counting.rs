@@ -1,4 +1,4 @@
-//! The counting planner (`--planner counting`) end to end: the scaler plans each pool from the
+//! The counting planner end to end: the scaler plans each pool from the
 //! job ledger. Every job completes, nothing is left behind, the ledger holds no queued job at
 //! teardown, and launches stay close to one per job.
 

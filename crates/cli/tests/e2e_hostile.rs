@@ -14,7 +14,6 @@ fn unsigned_and_badly_signed_webhooks_change_nothing() {
     r.assert_clean();
     assert_eq!(r.detail("hostile_sent"), 30, "{:#}", r.report);
     assert_eq!(r.detail("hostile_rejected"), 30, "every hostile delivery gets 401: {:#}", r.report);
-    assert_eq!(r.detail("hostile_jobs_launched_for"), 0, "{:#}", r.report);
     // Nothing was launched beyond the real jobs, exactly. CI once saw 13 here on the counting
     // planner: reconcile counted a runner GitHub listed busy as busy while the ledger still
     // held its job as queued (the `in_progress` webhook lags the assignment), so it launched

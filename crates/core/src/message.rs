@@ -1,6 +1,7 @@
 //! What the webhook Lambda puts on the scale queue and the scaler takes off it. The JSON shape is
 //! a contract between two deployed functions that may briefly run different versions, so fields
-//! are only ever added, with defaults.
+//! are only ever added, with defaults; a field no longer written (`requeues`) is ignored where an
+//! older version's message still has it.
 
 use crate::ids::{DeliveryId, InstallationId, JobId, PoolName, RepoFullName, RunId, RunnerName};
 use chrono::{DateTime, Utc};

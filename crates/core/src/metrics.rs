@@ -19,6 +19,10 @@ pub mod names {
     /// `ErrorCode`), including those a fallback to another type, zone or on-demand then
     /// covered: a capacity signal, not a failure.
     pub const LAUNCH_OVERRIDE_ERRORS: &str = "LaunchOverrideErrors";
+    /// An action of a pool's plan that failed (by `Operation`): a termination, a tag, a JIT
+    /// config deleted, a runner deregistered, a re-run, a launch. Retried or acknowledged
+    /// within the pool's FIFO group, so never a Lambda error.
+    pub const PLAN_ACTION_ERRORS: &str = "PlanActionErrors";
     /// A launched instance that got no JIT config and was terminated (the provisioner).
     pub const PROVISION_FAILURES: &str = "ProvisionFailures";
     /// From CreateFleet to the instance's JIT config written (the provisioner).

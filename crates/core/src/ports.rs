@@ -80,7 +80,7 @@ pub struct LaunchRequest {
     pub pool: PoolConfig,
     pub count: u32,
     pub reason: LaunchReason,
-    /// Stable for the same logical request (e.g. derived from the SQS message ids), so a retried
+    /// Stable for the same shortfall seen from the same state (the plan's key), so a retried
     /// CreateFleet call cannot launch twice.
     pub idempotency_key: String,
 }
@@ -118,8 +118,8 @@ pub trait Fleet: Send + Sync {
     async fn launch(&self, req: &LaunchRequest) -> Result<LaunchOutcome, PortError>;
     /// All instances of one pool that EC2 still lists, in one paginated, tag-filtered call.
     /// Shutting-down and terminated ones are included: they never count toward `max_runners`
-    /// ([`crate::state::Ec2State::counts_toward_cap`]), but the planner needs their job ids
-    /// and interruption flags.
+    /// ([`crate::state::Ec2State::counts_toward_cap`]), but the planner needs their
+    /// interruption flags.
     async fn describe_pool(&self, pool: &PoolName) -> Result<Vec<ObservedInstance>, PortError>;
     async fn terminate(&self, ids: &[InstanceId]) -> Result<(), PortError>;
     /// Sets `hangar:lifecycle`; `Some(job)` sets `hangar:job-id`, `None` removes it.

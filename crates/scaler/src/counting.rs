@@ -184,6 +184,17 @@ impl Scaler {
         for e in &carried.errors {
             tracing::warn!(pool = %pool.name, operation = e.operation, code = e.code.as_deref().unwrap_or(""), retryable = e.retryable, error = %e, "action failed");
         }
+        // A failed action is acknowledged or retried within the pool's group, never a Lambda
+        // error, so it has a metric of its own (the PlanActionsFailing alarm).
+        let action_errors: Vec<MetricRecord> = carried
+            .errors
+            .iter()
+            .map(|e| {
+                MetricRecord::count(names::PLAN_ACTION_ERRORS, Some(&pool.name), 1.0)
+                    .with("Operation", e.operation.to_string())
+            })
+            .collect();
+        self.p.metrics.emit(&action_errors, now);
         let c = plan.counts;
         tracing::info!(
             pool = %pool.name,
@@ -389,6 +400,16 @@ impl Scaler {
             }
         };
         self.emit_launch_metrics(pool, &outcome, now);
+        if outcome.launched.is_empty() {
+            // Every override failed (no capacity anywhere the pool allows, or a limit): the
+            // fleet call itself returned, but nothing launched, which is a failed launch.
+            let codes: std::collections::BTreeSet<&str> =
+                outcome.failures.iter().map(|f| f.code.as_str()).collect();
+            let code = codes.into_iter().next().unwrap_or("NoCapacity").to_owned();
+            let m =
+                MetricRecord::count(names::LAUNCH_FAILURES, Some(&pool.name), 1.0).with("ErrorCode", code);
+            self.p.metrics.emit(&[m], now);
+        }
         self.record_launches(&pool.name, view, &outcome.launched).await;
         if (outcome.launched.len() as u32) < count {
             // Fewer than asked (capacity): plan again after the visibility timeout.

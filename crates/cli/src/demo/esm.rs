@@ -39,7 +39,7 @@ pub struct Invoker {
     /// event (or its event source mapping backs off) while every execution is busy, so the
     /// time an invocation runs is counted from when an environment takes it, not from when it
     /// was sent (`cargo lambda watch` would queue it and count its wait against the timeout).
-    slots: tokio::sync::Semaphore,
+    slots: Arc<Semaphore>,
     /// The function's timeout: a failed invocation that ran this long timed out.
     function_timeout: Duration,
     /// Invocations that failed after running for the function's timeout. Unlike Lambda,
@@ -59,7 +59,7 @@ impl Invoker {
             http: reqwest::Client::builder().timeout(function_timeout + Duration::from_secs(5)).build()?,
             url: format!("{base}/2015-03-31/functions/_/invocations"),
             inflight: AtomicUsize::new(0),
-            slots: tokio::sync::Semaphore::new(concurrency.max(1)),
+            slots: Arc::new(Semaphore::new(concurrency.max(1))),
             function_timeout,
             timeouts: AtomicU64::new(0),
         })
@@ -68,7 +68,23 @@ impl Invoker {
     /// One synchronous invocation, once an execution environment is free; `Err` for a function
     /// error, a timeout or a dead runtime.
     pub async fn invoke(&self, payload: &Value) -> Result<Value, String> {
-        let _slot = self.slots.acquire().await.map_err(|e| format!("invoke: {e}"))?;
+        let slot = self.slot().await?;
+        self.invoke_in(slot, payload).await
+    }
+
+    /// A free execution environment, held until the invocation handed to it ends. The event
+    /// source mapping takes one before it receives a batch, as Lambda's poller scales with the
+    /// function's free concurrency, so messages are not made invisible while they wait.
+    pub async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, String> {
+        Arc::clone(&self.slots).acquire_owned().await.map_err(|e| format!("invoke: {e}"))
+    }
+
+    /// [`Invoker::invoke`] in an environment already taken ([`Invoker::slot`]).
+    pub async fn invoke_in(
+        &self,
+        _slot: tokio::sync::OwnedSemaphorePermit,
+        payload: &Value,
+    ) -> Result<Value, String> {
         let started = std::time::Instant::now();
         let out = self.invoke_once(payload).await;
         if out.is_err() && started.elapsed() >= self.function_timeout {
@@ -194,6 +210,13 @@ impl Esm {
                 return;
             }
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
+            let slot = tokio::select! {
+                s = self.invoker.slot() => match s {
+                    Ok(s) => s,
+                    Err(_) => return,
+                },
+                _ = stop.changed() => return,
+            };
             let recv = self
                 .sqs
                 .receive_message()
@@ -238,7 +261,7 @@ impl Esm {
             self.in_flight.fetch_add(1, Ordering::SeqCst);
             let me = Arc::clone(&self);
             tokio::spawn(async move {
-                me.handle_batch(mine).await;
+                me.handle_batch(slot, mine).await;
                 drop(permit);
             });
         }
@@ -265,14 +288,14 @@ impl Esm {
         }
     }
 
-    async fn handle_batch(&self, msgs: Vec<Message>) {
+    async fn handle_batch(&self, slot: tokio::sync::OwnedSemaphorePermit, msgs: Vec<Message>) {
         let groups: HashSet<String> = msgs.iter().map(Self::group_of).collect();
         let event = json!({ "Records": msgs.iter().map(|m| self.record(m)).collect::<Vec<_>>() });
         self.bump(|s| {
             s.batches += 1;
             s.messages += msgs.len() as u64;
         });
-        let result = self.invoker.invoke(&event).await;
+        let result = self.invoker.invoke_in(slot, &event).await;
         let to_delete: Vec<&Message> = match &result {
             Err(e) => {
                 tracing::info!(error = %e, messages = msgs.len(), "esm: batch failed; messages reappear after the visibility timeout");

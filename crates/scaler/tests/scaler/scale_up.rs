@@ -35,7 +35,6 @@ async fn a_batch_launches_one_tagged_registered_runner_per_queued_job_and_a_rede
         assert_eq!(i.tag("hangar:launch-reason"), Some("job"));
         assert_eq!(i.tag("hangar:managed-by"), Some("hangar"));
         assert!(i.spot, "the pool asks for spot");
-        assert_eq!(i.tag("hangar:job-id"), None, "no job is bound to an instance");
         let jit = env.jit(&i.id).await.expect("a JIT parameter per instance");
         assert!(!jit.is_empty());
     }
@@ -114,6 +113,21 @@ async fn spot_capacity_errors_fall_back_to_other_types_then_on_demand_and_are_co
     for i in &od {
         assert!(env.jit(&i.id).await.is_some(), "on-demand runners get JIT configs too");
     }
+}
+
+/// With no fallback to on-demand and no spot capacity anywhere, CreateFleet answers but launches
+/// nothing: a launch failure (the LaunchFailures alarm's signal), and the job still waits.
+#[tokio::test]
+async fn a_fleet_that_launches_nothing_counts_as_a_failed_launch() {
+    let env = Env::start(Options { fallback: false, ..Options::default() }).await;
+    let p = env.pool_name();
+    env.proxy.inject(Fault::all_spot_exhausted());
+    assert!(env.batch(&refs(&jobs(&p, &[1]))).await.is_empty(), "acknowledged: a retry tick plans again");
+    assert!(env.live().await.is_empty());
+    assert_eq!(env.metrics.total("LaunchFailures", Some(("ErrorCode", "InsufficientInstanceCapacity"))), 1.0);
+    assert_eq!(env.metrics.total("Launches", None), 0.0);
+    assert!(env.metrics.total("PlanActionErrors", None) >= 1.0, "the short launch is a failed action");
+    assert_eq!(queued_jobs(&env).await, vec![1]);
 }
 
 #[tokio::test]
