@@ -67,9 +67,14 @@ impl Carried {
 
 impl Scaler {
     /// Sends the pool a [`Tick`]. IAM: `sqs:SendMessage` on the scale queue.
-    pub(crate) async fn send_tick(&self, pool: &PoolName, dedup_id: String) -> Result<(), PortError> {
+    /// `Ok(false)` for a pool no longer configured: it has no group to plan in (a tick would
+    /// fail into the dead-letter queue), and its instances are reconcile's orphans to judge.
+    pub(crate) async fn send_tick(&self, pool: &PoolName, dedup_id: String) -> Result<bool, PortError> {
+        if self.p.config.pool(pool).is_none() {
+            return Ok(false);
+        }
         let tick = Tick { pool: pool.clone(), reconcile: false, retry: 0, dedup_id };
-        self.p.queue.send(&tick.outbound()).await
+        self.p.queue.send(&tick.outbound()).await.map(|()| true)
     }
 
     /// The reconcile schedule on the counting path: the ledger's part (old queued jobs checked
@@ -400,16 +405,6 @@ impl Scaler {
             }
         };
         self.emit_launch_metrics(pool, &outcome, now);
-        if outcome.launched.is_empty() {
-            // Every override failed (no capacity anywhere the pool allows, or a limit): the
-            // fleet call itself returned, but nothing launched, which is a failed launch.
-            let codes: std::collections::BTreeSet<&str> =
-                outcome.failures.iter().map(|f| f.code.as_str()).collect();
-            let code = codes.into_iter().next().unwrap_or("NoCapacity").to_owned();
-            let m =
-                MetricRecord::count(names::LAUNCH_FAILURES, Some(&pool.name), 1.0).with("ErrorCode", code);
-            self.p.metrics.emit(&[m], now);
-        }
         self.record_launches(&pool.name, view, &outcome.launched).await;
         if (outcome.launched.len() as u32) < count {
             // Fewer than asked (capacity): plan again after the visibility timeout.
@@ -530,6 +525,14 @@ impl Scaler {
         for f in &outcome.failures {
             *by_code.entry(f.code.as_str()).or_default() += 1;
         }
+        if outcome.launched.is_empty() {
+            // Every override failed (no capacity anywhere the pool allows, or a limit): the
+            // fleet call itself returned, but nothing launched, which is a failed launch.
+            let code = by_code.keys().next().copied().unwrap_or("NoCapacity");
+            records.push(
+                MetricRecord::count(names::LAUNCH_FAILURES, Some(&pool.name), 1.0).with("ErrorCode", code),
+            );
+        }
         for (code, n) in by_code {
             records.push(
                 MetricRecord::count(names::LAUNCH_OVERRIDE_ERRORS, Some(&pool.name), n as f64)
@@ -543,6 +546,8 @@ impl Scaler {
     /// busy now, so its pool is short one free runner. Tag it `busy` and tick its pool, whose
     /// own plan makes up for it.
     async fn foreign_start(&self, pool: &PoolName, id: &InstanceId, out: &mut Carried) {
+        // Tagged before the tick, so the plan the tick starts sees it busy; a pool no longer
+        // configured has no plan to tell.
         if self.p.config.pool(pool).is_none() {
             return;
         }

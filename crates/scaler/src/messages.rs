@@ -101,7 +101,7 @@ fn parse_scaler_message(body: &str) -> Option<Inbound> {
                 launched_at,
             })
         }
-        ScalerMessage::ReplaceDead { pool, job: _, instance, displaced: _, requeues: _ } => {
+        ScalerMessage::ReplaceDead { pool, instance, .. } => {
             if !is_instance_id(&instance) {
                 return None;
             }

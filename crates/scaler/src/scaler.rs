@@ -271,11 +271,7 @@ impl Scaler {
             return Ok(json!({ "instance": id, "managed": false }));
         };
         self.p.fleet.mark_interrupted(id).await?;
-        // A pool no longer configured has no group to plan in; its instance is reconcile's
-        // orphan to judge, not a tick that would fail into the dead-letter queue.
-        if self.p.config.pool(&inst.pool).is_some() {
-            self.send_tick(&inst.pool, format!("spot-{id}")).await?;
-        }
+        self.send_tick(&inst.pool, format!("spot-{id}")).await?;
         self.p.metrics.emit(&[count(names::SPOT_INTERRUPTIONS, &inst.pool, 1.0)], self.p.clock.now());
         tracing::info!(instance = %id, pool = %inst.pool, lifecycle = inst.lifecycle.as_str(), job = ?inst.job_id, "spot interruption marked");
         Ok(
@@ -296,12 +292,9 @@ impl Scaler {
             return Ok(json!({ "instance": id, "managed": false }));
         };
         // Sent first, so that a failed cleanup below (EventBridge retries it) cannot skip it;
-        // its deduplication id makes the retry's copy a no-op. Only for a configured pool: a
-        // tick for another one would fail into the dead-letter queue.
+        // its deduplication id makes the retry's copy a no-op.
+        let ticked = self.send_tick(&inst.pool, format!("gone-{id}")).await?;
         let pool = self.p.config.pool(&inst.pool);
-        if pool.is_some() {
-            self.send_tick(&inst.pool, format!("gone-{id}")).await?;
-        }
         let org_scoped = pool.is_some_and(|p| p.runner_scope == RunnerScope::Org);
         let mut deregistered = false;
         self.p.jit.delete(id).await?;
@@ -323,7 +316,7 @@ impl Scaler {
             "managed": true,
             "pool": inst.pool,
             "deregistered": deregistered,
-            "replacement_requested": pool.is_some(),
+            "replacement_requested": ticked,
         }))
     }
 }

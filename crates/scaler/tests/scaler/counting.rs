@@ -12,26 +12,6 @@ fn counting(max_runners: u32) -> Options {
 }
 
 #[tokio::test]
-async fn one_create_fleet_covers_the_whole_shortfall_and_tags_no_job_on_any_instance() {
-    let env = Env::start(counting(10)).await;
-    let p = env.pool_name();
-    let batch = [("m1", scale_up(&p, 1), 1), ("m2", scale_up(&p, 2), 1), ("m3", scale_up(&p, 3), 1)];
-    assert!(env.batch(&batch).await.is_empty());
-    let live = env.live().await;
-    assert_eq!(live.len(), 3);
-    assert_eq!(create_fleets(&env), 1, "one CreateFleet for three queued jobs");
-    for i in &live {
-        assert!(env.jit(&i.id).await.is_some(), "{} has its JIT config", i.id);
-    }
-    // The same messages again (a redelivery): three runners cover three jobs already.
-    let again = [("m1", scale_up(&p, 1), 2), ("m2", scale_up(&p, 2), 2), ("m3", scale_up(&p, 3), 2)];
-    assert!(env.batch(&again).await.is_empty());
-    assert_eq!(env.live().await.len(), 3);
-    assert_eq!(create_fleets(&env), 1);
-    assert!(env.drain_queue().await.is_empty(), "nothing goes round the queue");
-}
-
-#[tokio::test]
 async fn job_j_takes_the_runner_launched_for_k_and_k_starts_on_the_next_with_no_extra_launch() {
     let env = Env::start(counting(10)).await;
     let p = env.pool_name();

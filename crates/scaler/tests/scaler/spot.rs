@@ -122,6 +122,41 @@ async fn an_instance_that_ran_another_job_before_dying_is_not_replaced() {
     assert_eq!(env.proxy.count("CreateFleet"), 1);
 }
 
+/// An instance of a pool taken out of the configuration: its events clean up after it but tick
+/// no pool (a tick for it would fail into the dead-letter queue); reconcile judges it.
+#[tokio::test]
+async fn events_for_a_pool_no_longer_configured_send_no_tick() {
+    let env = Env::start(Options::default()).await;
+    let tag = |k: &str, v: &str| hangar_aws::reexports::ec2::types::Tag::builder().key(k).value(v).build();
+    let retired = env
+        .ec2
+        .run_instances()
+        .image_id("ami-12c6146b")
+        .min_count(1)
+        .max_count(1)
+        .tag_specifications(
+            hangar_aws::reexports::ec2::types::TagSpecification::builder()
+                .resource_type(hangar_aws::reexports::ec2::types::ResourceType::Instance)
+                .tags(tag("hangar:pool", "retired"))
+                .tags(tag("hangar:managed-by", "hangar"))
+                .tags(tag("hangar:lifecycle", "idle"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_owned();
+    let spot = env.handle(ec2_event("ec2-spot-interruption-warning.json", &retired, None)).await;
+    assert_eq!((spot["managed"].as_bool(), spot["pool"].as_str()), (Some(true), Some("retired")), "{spot}");
+    let gone = env.handle(ec2_event("ec2-state-change-terminated.json", &retired, Some("terminated"))).await;
+    assert_eq!(gone["replacement_requested"], false, "{gone}");
+    assert_eq!(env.proxy.count("SendMessage"), 0);
+    assert!(env.drain_queue().await.is_empty());
+}
+
 #[tokio::test]
 async fn events_for_instances_hangar_does_not_manage_change_nothing() {
     let env = Env::start(Options::default()).await;
