@@ -68,12 +68,14 @@ pub fn spawn(trace: &Trace, replay_start: Instant, t: Targets) -> Vec<tokio::tas
                     {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
-                    let mid = invoker.inflight.load(std::sync::atomic::Ordering::SeqCst) > 0;
+                    let inflight = invoker.inflight.load(std::sync::atomic::Ordering::SeqCst);
                     scalers.kill_all_hard().await;
                     bump("scaler_kills", 1);
-                    if mid {
+                    if inflight > 0 {
                         bump("scaler_kills_mid_invocation", 1);
                     }
+                    // Every environment dies, so every invocation in flight with it.
+                    bump("scaler_invocations_killed", inflight as u64);
                     if let Err(e) = scalers.start().await {
                         eprintln!("hangar demo: restarting the scaler failed: {e:#}");
                     }
